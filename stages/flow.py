@@ -1,0 +1,42 @@
+"""Stage `flow`: TV-L1 optical flow of the frame pairs the clips use, quantised to uint8.
+
+Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
+
+    python stages/flow.py data/index.json data/frames data/resample.json data/flow data/flow_report.json
+
+Reads params sections `flow` and `clip`. Writes `flow-NNNNN.h5` shards and `meta.json`
+into the flow folder, and a report with counts, pairs computed, seconds taken, and
+every video whose flow failed, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from twostream.config import ClipConfig, FlowConfig, load_params, section
+from twostream.flow import extract_flow
+
+
+def main(argv: list[str]) -> None:
+    """Run the stage on ``argv = [index_json, frames_dir, resample_json, flow_dir, report_json]``."""
+    if len(argv) != 5:
+        raise SystemExit(
+            "usage: python stages/flow.py INDEX_JSON FRAMES_DIR RESAMPLE_JSON FLOW_DIR REPORT_JSON"
+        )
+    index_path, frames_dir, resample_path, flow_dir, report_path = argv
+    params = load_params()
+    cfg = section(params, "flow", FlowConfig)
+    clip = section(params, "clip", ClipConfig)
+    report = extract_flow(index_path, frames_dir, resample_path, flow_dir, report_path, cfg, clip)
+    counts = report["counts"]
+    print(
+        f"flow: {counts['stored']} of {counts['videos']} videos, {report['pairs']} pairs in "
+        f"{report['seconds']:.1f} s ({report['pairs_per_second']:.1f} pairs/s, {report['workers']} "
+        f"workers x {report['threads']} threads), {counts['failed']} failed -> {flow_dir}, {report_path}"
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(sys.argv[1:])

@@ -1,0 +1,70 @@
+"""Stage `train@<stream>`: train the spatial or temporal stream, then score val and test.
+
+Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
+
+    python stages/train.py spatial data/shards models/spatial.pt metrics/spatial.json \
+        data/scores/spatial dvclive/spatial
+
+or the same under `torchrun --nproc_per_node N` for DDP. Reads params `base.seed`,
+`model`, `train` and the stream's section (`spatial`: epochs; `temporal`: input, epochs).
+The spatial stream reads `rgb` shards, the temporal stream `temporal.input` (flow | sg3i).
+Writes the checkpoint after every epoch (a run stopped midway resumes from it), the
+per-clip scores `<scores>/{val,test}.npz`, the metrics JSON and dvclive's curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from twostream.config import (
+    BaseConfig, ModelConfig, StreamConfig, TemporalConfig, TrainConfig, load_params, section,
+)
+from twostream.engine import RunSpec, train_stream
+
+STREAMS = ("spatial", "temporal")
+TEMPORAL_INPUTS = ("flow", "sg3i")
+
+
+def run_spec(stream: str, params: dict) -> RunSpec:
+    """The training run of ``stream`` described by ``params``."""
+    if stream not in STREAMS:
+        raise SystemExit(f"train: stream must be one of {', '.join(STREAMS)}; got {stream!r}")
+    own = section(params, stream, StreamConfig if stream == "spatial" else TemporalConfig)
+    modality = getattr(own, "input", "rgb")
+    if stream == "temporal" and modality not in TEMPORAL_INPUTS:
+        raise SystemExit(f"train: temporal.input must be one of {', '.join(TEMPORAL_INPUTS)}; got {modality!r}")
+    return RunSpec(stream, modality, own.epochs, section(params, "base", BaseConfig).seed,
+                   section(params, "model", ModelConfig), section(params, "train", TrainConfig))
+
+
+def print_epoch(stream: str, epochs: int) -> Callable[[dict], None]:
+    """One line per epoch: wall time, throughput, losses, val accuracies, lr."""
+    def show(r: dict) -> None:
+        print(f"train@{stream} epoch {r['epoch']}/{epochs}: {r['seconds']:.1f} s "
+              f"({r['samples_per_s']:.0f} samples/s), loss {r['train_loss']:.3f}, val loss "
+              f"{r['val_loss']:.3f}, val clip {r['val_clip_top1']:.3f}, video {r['val_video_top1']:.3f}, "
+              f"lr {r['lr']:.2e}", flush=True)
+    return show
+
+
+def main(argv: list[str]) -> None:
+    """Run the stage on ``argv = [stream, shards_dir, model_pt, metrics_json, scores_dir, dvclive_dir]``."""
+    if len(argv) != 6:
+        raise SystemExit("usage: python stages/train.py STREAM SHARDS_DIR MODEL_PT METRICS_JSON SCORES_DIR "
+                         "DVCLIVE_DIR")
+    stream, shard_dir, model_path, metrics_path, scores_dir, live_dir = argv
+    spec = run_spec(stream, load_params())
+    m = train_stream(spec, shard_dir, model_path, metrics_path, scores_dir, live_dir,
+                     print_epoch(stream, spec.epochs))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"train@{stream} ({spec.modality}): test video top-1 {m['video_top1']:.3f}, clip top-1 "
+              f"{m['clip_top1']:.3f}, val video top-1 {m['val']['video_top1']:.3f}, {m['seconds']:.0f} s -> "
+              f"{model_path}, {metrics_path}, {scores_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(sys.argv[1:])

@@ -1,0 +1,112 @@
+"""ShardDataset: shapes and dtypes per modality and preset, exact values, DataLoader workers."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from twostream.dataset import ShardDataset, shard_files
+from twostream.flow import dequantize
+from twostream.shards import ShardWriter
+from twostream.transforms import FLOW_SCALE, IMAGENET_MEAN, IMAGENET_STD
+
+CLASSES = ["clap", "jump", "wave"]
+PARAMS = {"clip": {"frames": 3, "step": 6}, "flow": {"stack": 2, "bound": 20.0}, "shards": {"clips_per_shard": 4}}
+CHANNELS = {"rgb": 3, "sg3i": 3, "flow": 4}
+N = 10  # train samples: 5 videos x 2 clips, over files of 4, 4 and 2
+
+
+def samples(modality: str, n: int, seed: int) -> np.ndarray:
+    """``(n, 8, 10, C) uint8`` with sample i's pixel (0, 0, 0) = i (to find it back)."""
+    x = np.random.default_rng(seed).integers(0, 256, (n, 8, 10, CHANNELS[modality]), dtype=np.uint8)
+    x[:, 0, 0, 0] = np.arange(n)
+    return x
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """Shards of every modality: train (10 samples in 3 files) and test (3 samples)."""
+    root = tmp_path_factory.mktemp("shards")
+    for modality in CHANNELS:
+        (root / modality).mkdir()
+        for role, n, seed in (("train", N, 0), ("test", 3, 1)):
+            writer = ShardWriter(root / modality, role, modality, n, 4, CLASSES, PARAMS)
+            videos = np.arange(n) // 2
+            writer.add(samples(modality, n, seed), videos % 3, videos, np.arange(n) % 2)
+    return root
+
+
+@pytest.mark.parametrize("modality", ["rgb", "sg3i", "flow"])
+@pytest.mark.parametrize("train", [True, False])
+def test_shapes_and_dtypes(shard_dir, modality, train):
+    ds = ShardDataset(shard_dir, modality, "train", train=train, crop=6)
+    assert len(ds) == N and ds.in_channels == CHANNELS[modality]
+    assert ds.classes == CLASSES and ds.num_classes == 3 and ds.params == PARAMS
+    np.testing.assert_array_equal(ds.labels, (np.arange(N) // 2) % 3)
+    np.testing.assert_array_equal(ds.videos, np.arange(N) // 2)
+    np.testing.assert_array_equal(ds.clips, np.arange(N) % 2)
+    assert ds.labels.dtype == ds.videos.dtype == np.int64
+    for i in (0, 5, 9):  # one sample of each file
+        x, label, video = ds[i]
+        assert x.shape == (CHANNELS[modality], 6, 6) and x.dtype == torch.float32
+        assert type(label) is np.int64 and type(video) is np.int64
+        assert int(label) == (i // 2) % 3 and int(video) == i // 2
+        assert ds.raw(i)[0, 0, 0] == i
+
+
+def test_eval_values_exact_and_deterministic(shard_dir):
+    raw = samples("rgb", N, 0)[7]
+    ds = ShardDataset(shard_dir, "rgb", "train", train=False, crop=6)
+    x, _, _ = ds[7]
+    window = raw[1:7, 2:8].astype(np.float32) / 255  # centre 6x6 of 8x10
+    expected = (window - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    np.testing.assert_allclose(x.numpy(), expected.transpose(2, 0, 1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ds[7][0], x, rtol=0, atol=0)
+
+    flow = ShardDataset(shard_dir, "flow", "test", train=False, crop=8)
+    q = samples("flow", 3, 1)[2][:, 1:9]
+    np.testing.assert_allclose(flow[2][0].numpy(), (dequantize(q, 20.0) / FLOW_SCALE).transpose(2, 0, 1),
+                               rtol=1e-6, atol=2e-5)
+
+
+def test_train_preset_follows_torch_seed(shard_dir):
+    ds = ShardDataset(shard_dir, "flow", "train", train=True, crop=5)
+    torch.manual_seed(1)
+    first = [ds[i][0] for i in range(N)]
+    torch.manual_seed(1)
+    assert all(torch.equal(a, ds[i][0]) for i, a in enumerate(first))
+
+
+def test_dataloader_with_forked_workers(shard_dir):
+    ds = ShardDataset(shard_dir, "sg3i", "train", train=True, crop=6)
+    ds[0]  # the parent opens a handle before the fork: workers must not use it
+    loader = DataLoader(ds, batch_size=3, shuffle=True, num_workers=2,
+                        multiprocessing_context="fork", generator=torch.Generator().manual_seed(0))
+    labels, videos, n = [], [], 0
+    for x, label, video in loader:
+        assert x.shape[1:] == (3, 6, 6) and x.dtype == torch.float32 and label.dtype == torch.int64
+        labels += label.tolist()
+        videos += video.tolist()
+        n += len(x)
+    assert n == N
+    assert sorted(labels) == sorted(ds.labels.tolist()) and sorted(videos) == sorted(ds.videos.tolist())
+    clone = pickle.loads(pickle.dumps(ds))  # no handles in the pickle
+    torch.testing.assert_close(clone.raw(3), ds.raw(3))
+    ds.close()
+
+
+def test_bad_arguments(shard_dir, tmp_path):
+    with pytest.raises(ValueError, match="crop must be in 1..8 for rgb samples of 8x10; got 9"):
+        ShardDataset(shard_dir, "rgb", "train", train=True, crop=9)
+    with pytest.raises(ValueError, match="modality must be one of rgb, sg3i, flow; got 'depth'"):
+        shard_files(shard_dir, "depth", "train")
+    with pytest.raises(ValueError, match="role must be one of train, val, test; got 'unused'"):
+        shard_files(shard_dir, "rgb", "unused")
+    with pytest.raises(FileNotFoundError, match="val-"):
+        ShardDataset(shard_dir, "rgb", "val", train=False, crop=4)
+    with pytest.raises(IndexError, match="sample index must be in 0..2; got 3"):
+        ShardDataset(shard_dir, "rgb", "test", train=False, crop=4).raw(3)

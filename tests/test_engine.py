@@ -1,0 +1,191 @@
+"""The training engine: LR schedule, optimisers, checkpoints, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from twostream.config import ModelConfig, TrainConfig
+from twostream.dataset import ShardDataset
+from twostream.engine import (
+    STOP_ENV, Dist, RunSpec, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler,
+    load_checkpoint, model_from_checkpoint, predict, resume, save_checkpoint, train_stream,
+)
+from twostream.metrics import load_scores
+from twostream.shards import ShardWriter
+
+CLASSES = ["left", "right", "up"]
+SIZE = 16
+ROLE_VIDEOS = {"train": 4, "val": 2, "test": 2}  # videos per class, 2 clips each
+MODEL = ModelConfig(backbone="resnet18", pretrained="none", hidden=32, dropout=0.5)
+TRAIN = TrainConfig(optimizer="adamw", lr=0.002, momentum=0.9, weight_decay=0.05, warmup_epochs=0.5,
+                    label_smoothing=0.1, batch_size=8, crop=12, workers=0, threads=1)
+SPEC = RunSpec("temporal", "flow", 2, 0, MODEL, TRAIN)
+VARYING = ("seconds", "samples_per_s")  # wall-clock metrics, the only ones that may differ
+
+
+def write_tiny_shards(out: Path, seed: int = 0) -> Path:
+    """rgb and flow shards (``(N, 16, 16, C) uint8``) of 3 classes with the shards stage's writer.
+
+    Class c paints a bright vertical band (rgb, column block c) and moves a square left,
+    right or up (flow, stack 1: channels x0, y0; 128 = still). Video ids count up over the
+    roles; every video has 2 clips.
+    """
+    rng = np.random.default_rng(seed)
+    params = {"clip": {"frames": 3, "step": 6}, "flow": {"stack": 1, "bound": 20.0},
+              "shards": {"clips_per_shard": 16}}
+    first = 0
+    for role, per_class in ROLE_VIDEOS.items():
+        n_videos = per_class * len(CLASSES)
+        labels = np.repeat(np.arange(n_videos) % len(CLASSES), 2)
+        videos, clips = np.repeat(np.arange(first, first + n_videos), 2), np.tile([0, 1], n_videos)
+        first += n_videos
+        rgb = rng.integers(0, 60, (len(labels), SIZE, SIZE, 3), dtype=np.uint8)
+        flow = rng.integers(124, 133, (len(labels), SIZE, SIZE, 2), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            rgb[i, :, 5 * c:5 * c + 5, c] = 250
+            flow[i, 4:12, 4:12] = [(88, 128), (168, 128), (128, 88)][c]
+        for modality, x in (("rgb", rgb), ("flow", flow)):
+            (out / modality).mkdir(parents=True, exist_ok=True)
+            writer = ShardWriter(out / modality, role, modality, len(labels), 16, CLASSES, params)
+            writer.add(x, labels, videos, clips)
+            writer.close()
+    return out
+
+
+def run(root: Path, shards: Path, spec: RunSpec = SPEC) -> dict:
+    return train_stream(spec, shards, root / "model.pt", root / "metrics.json", root / "scores", root / "live")
+
+
+def stable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in VARYING}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_tiny_shards(tmp_path_factory.mktemp("data") / "shards")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, shards) -> tuple[Path, dict]:
+    """An uninterrupted 2-epoch run: (its folder, its metrics)."""
+    root = tmp_path_factory.mktemp("first")
+    return root, run(root, shards)
+
+
+def test_warmup_cosine_values():
+    f = WarmupCosine(2, 10)
+    assert [f(s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
+    assert f(6) == pytest.approx(0.5) and f(4) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert f(10) == pytest.approx(0.0, abs=1e-12) and f(12) == pytest.approx(0.0, abs=1e-12)
+    assert WarmupCosine(0, 4)(0) == 1.0 and WarmupCosine(3, 3)(2) == 1.0
+    with pytest.raises(ValueError, match="0 <= warmup_steps <= total_steps"):
+        WarmupCosine(5, 4)
+
+
+def test_scheduler_steps_per_iteration():
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, TrainConfig(**{**TRAIN.__dict__, "optimizer": "sgd", "lr": 0.1}))
+    scheduler = build_scheduler(optimizer, TRAIN, steps_per_epoch=4, epochs=2)  # warm-up 0.5 epoch = 2 steps
+    lrs = []
+    for _ in range(8):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_optimizer_choice_and_decay_groups():
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4))
+    sgd = build_optimizer(model, TrainConfig(**{**TRAIN.__dict__, "optimizer": "sgd"}))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    assert sgd.defaults["nesterov"] is False
+    assert [len(g["params"]) for g in sgd.param_groups] == [1, 3]  # conv weight | conv bias, bn w, bn b
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.05, 0.0]
+    adamw = build_optimizer(model, TRAIN)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.999)
+    with pytest.raises(ValueError, match="train.optimizer must be one of sgd, adamw; got 'adam'"):
+        build_optimizer(model, TrainConfig(**{**TRAIN.__dict__, "optimizer": "adam"}))
+
+
+def test_run_writes_checkpoint_scores_metrics_and_curves(first_run, shards):
+    root, metrics = first_run
+    assert {"video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos", "per_class"} <= set(metrics)
+    assert metrics["n_videos"] == 6 and metrics["n_clips"] == 12 and metrics["val"]["n_videos"] == 6
+    assert metrics["epochs"] == 2 and metrics["modality"] == "flow" and metrics["video_top5"] == 1.0
+    assert json.loads((root / "metrics.json").read_text()) == metrics
+    test = load_scores(root / "scores" / "test.npz")
+    assert test.probs.shape == (12, 3) and test.classes == CLASSES
+    np.testing.assert_array_equal(test.videos, np.repeat(np.arange(18, 24), 2))
+    np.testing.assert_allclose(test.probs.sum(axis=1), 1.0, rtol=1e-5)
+    for name in ("train/loss", "val/loss", "val/clip_top1", "val/video_top1", "lr"):
+        rows = (root / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\t{name.split('/')[-1]}" and [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]
+    assert not (root / "live" / "metrics.json").exists()
+
+
+def test_checkpoint_round_trip_weights_only(first_run, shards, tmp_path):
+    root, metrics = first_run
+    checkpoint = load_checkpoint(root / "model.pt")  # weights_only=True inside
+    assert (checkpoint["epoch"], checkpoint["modality"], checkpoint["in_channels"]) == (2, "flow", 2)
+    assert checkpoint["classes"] == CLASSES and checkpoint["model_config"]["hidden"] == 32
+    assert checkpoint["params"]["train"]["crop"] == 12 and checkpoint["shard_params"]["flow"]["bound"] == 20.0
+    assert [h["epoch"] for h in checkpoint["history"]] == [1, 2]
+    save_checkpoint(tmp_path / "copy.pt", checkpoint)
+    assert [p.name for p in tmp_path.iterdir()] == ["copy.pt"]  # no temporary file left
+    copy = torch.load(tmp_path / "copy.pt", weights_only=True)
+    for key, value in checkpoint["model"].items():
+        assert torch.equal(copy["model"][key], value)
+    model = model_from_checkpoint(copy)
+    test = ShardDataset(shards, "flow", "test", False, 12)
+    probs, _ = predict(model, test, TRAIN, Dist(0, 1, torch.device("cpu")))
+    np.testing.assert_array_equal(probs, load_scores(root / "scores" / "test.npz").probs)
+
+
+def test_two_runs_are_identical(first_run, shards, tmp_path):
+    root, metrics = first_run
+    assert stable(run(tmp_path, shards)) == stable(metrics)
+    a, b = load_checkpoint(root / "model.pt")["model"], load_checkpoint(tmp_path / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interruption_matches_uninterrupted(first_run, shards, tmp_path, monkeypatch, caplog):
+    root, metrics = first_run
+    monkeypatch.setenv(STOP_ENV, "1")
+    with pytest.raises(TrainingInterrupted, match="stopped after epoch 1"):
+        run(tmp_path, shards)
+    assert load_checkpoint(tmp_path / "model.pt")["epoch"] == 1 and not (tmp_path / "metrics.json").exists()
+    monkeypatch.delenv(STOP_ENV)
+    with caplog.at_level(logging.INFO, logger="twostream.engine"):
+        resumed = run(tmp_path, shards)
+    assert "after epoch 1" in caplog.text
+    assert stable(resumed) == stable(metrics)
+    a, b = load_checkpoint(root / "model.pt")["model"], load_checkpoint(tmp_path / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]  # the resumed run replays epoch 1
+
+
+def test_other_fingerprint_starts_fresh(first_run, caplog):
+    root, _ = first_run
+    model = torch.nn.Linear(2, 3)
+    optimizer = build_optimizer(model, TRAIN)
+    scheduler = build_scheduler(optimizer, TRAIN, 3, 2)
+    with caplog.at_level(logging.INFO, logger="twostream.engine"):
+        assert resume(root / "model.pt", "other", model, optimizer, scheduler) == (0, [])
+    assert "other params, shard data or code: starting fresh" in caplog.text
+    assert resume(root / "absent.pt", "other", model, optimizer, scheduler) == (0, [])
+
+
+def test_too_few_samples_for_a_batch(shards, tmp_path):
+    spec = RunSpec("temporal", "flow", 1, 0, MODEL, TrainConfig(**{**TRAIN.__dict__, "batch_size": 64}))
+    with pytest.raises(ValueError, match="24 training samples make no batch of train.batch_size 64"):
+        run(tmp_path, shards, spec)

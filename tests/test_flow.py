@@ -1,0 +1,206 @@
+"""TV-L1 flow: known shifts, quantisation, colour coding, the flow stage and its store."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from twostream.clips import needed_pairs
+from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig
+from twostream.flow import (
+    FlowStore, colour_wheel, compute_flow, dequantize, extract_flow, flow_to_hsv, quantize,
+)
+from twostream.frames import extract_frames
+from twostream.resample import resample_videos
+from twostream.video import write_video
+
+# OpenCV's own TV-L1 parameters, as params.yaml has them
+OPENCV = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
+                    inner_iterations=30, outer_iterations=10, scale_step=0.8, gamma=0.0,
+                    median_filtering=5, bound=20.0, stack=2, workers=1, threads=1)
+FAST = dataclasses.replace(OPENCV, epsilon=0.1, nscales=3)  # relaxed: a few ms per 32x32 pair
+CLIP = ClipConfig(frames=3, step=6)
+
+
+def texture(h: int, w: int, seed: int, sigma: float = 2.0) -> np.ndarray:
+    """``(h, w) uint8`` smooth random texture (Gaussian-blurred noise stretched to 0..255)."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
+    return cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``image`` moved by ``(dx, dy)`` pixels (bilinear, reflected border)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("dx, dy", [(1.5, -0.75), (-2.0, 1.0), (0.5, 2.25)])
+def test_known_shift_is_recovered(dx, dy):
+    image = texture(64, 64, seed=0)
+    flow = compute_flow(image, shifted(image, dx, dy), OPENCV)
+    assert flow.shape == (64, 64, 2) and flow.dtype == np.float32
+    mean = flow[8:-8, 8:-8].reshape(-1, 2).mean(axis=0)
+    assert abs(mean[0] - dx) < 0.1 and abs(mean[1] - dy) < 0.1, mean
+    assert np.sign(mean[0]) == np.sign(dx) and np.sign(mean[1]) == np.sign(dy)
+
+
+def test_params_as_mapping_and_backend_checked():
+    image, fast = texture(32, 32, seed=1), dataclasses.asdict(FAST)
+    moved = shifted(image, 1.0, 0.0)
+    as_config = compute_flow(image, moved, FAST)
+    as_mapping = compute_flow(image, moved, {**fast, "backend": "opencv"})
+    np.testing.assert_array_equal(as_config, as_mapping)
+    np.testing.assert_array_equal(compute_flow(image, moved, {**fast, "backend": "auto"}),
+                                  as_config)
+    with pytest.raises(ValueError, match="backend must be one of opencv, auto, torch; got 'cuda'"):
+        compute_flow(image, moved, {**fast, "backend": "cuda"})
+    with pytest.raises(NotImplementedError, match="torch"):
+        compute_flow(image, moved, {**fast, "backend": "torch"})
+    with pytest.raises(KeyError, match="inner_iterations"):
+        compute_flow(image, moved, {k: v for k, v in fast.items() if k != "inner_iterations"})
+    with pytest.raises(ValueError, match="flow.epsilon must be > 0; got 0"):
+        compute_flow(image, moved, dataclasses.replace(FAST, epsilon=0))
+    with pytest.raises(ValueError, match="flow.median_filtering must be 1 .off. or odd >= 3; got 4"):
+        compute_flow(image, moved, dataclasses.replace(FAST, median_filtering=4))
+    with pytest.raises(ValueError, match=r"prev must be an \(H, W\) uint8 .*; got \(32, 32, 3\)"):
+        compute_flow(np.dstack([image] * 3), moved, FAST)
+    with pytest.raises(ValueError, match=r"one shape; got \(32, 32\) and \(16, 32\)"):
+        compute_flow(image, moved[:16], FAST)
+
+
+def test_quantize_exact_values_and_round_trip():
+    q = quantize(np.array([0.0, -20.0, 20.0, 35.0, -1e6, 20 / 255, -20 / 255], np.float32), 20.0)
+    assert q.dtype == np.uint8
+    np.testing.assert_array_equal(q, [128, 0, 255, 255, 0, 128, 127])  # +-b/255 = half a step
+    values = np.linspace(-20, 20, 4000, dtype=np.float32).reshape(-1, 2)
+    back = dequantize(quantize(values, 20.0), 20.0)
+    assert back.shape == values.shape and back.dtype == np.float32
+    assert np.abs(back - values).max() <= 20 / 255 + 1e-5
+    field = np.full((3, 4, 2), [50.0, -7.0], np.float32)
+    assert quantize(field, 5.0).shape == (3, 4, 2)
+    np.testing.assert_allclose(dequantize(quantize(field, 5.0), 5.0), np.full((3, 4, 2), [5.0, -5.0]))
+    with pytest.raises(ValueError, match="bound must be > 0; got 0"):
+        quantize(field, 0)
+    with pytest.raises(ValueError, match="1 non-finite"):
+        quantize(np.array([np.nan, 0], np.float32), 20.0)
+
+
+def test_flow_to_hsv_colours():
+    assert colour_wheel().shape == (55, 3)
+    still = flow_to_hsv(np.zeros((4, 5, 2), np.float32))
+    assert still.shape == (4, 5, 3) and still.dtype == np.uint8
+    assert (still == 255).all()  # no motion is white
+    field = np.array([[[1, 0], [-1, 0], [0, -1], [0, 1], [0.5, 0], [2, 0]]], np.float32)
+    rgb = flow_to_hsv(field, max_magnitude=1.0)[0]
+    np.testing.assert_array_equal(rgb[0], [255, 0, 0])  # rightward: full red
+    np.testing.assert_array_equal(rgb[4], [255, 128, 128])  # half the magnitude: half saturated
+    np.testing.assert_array_equal(rgb[5], [191, 0, 0])  # beyond max_magnitude: darkened
+    assert len({tuple(c) for c in rgb[:4]}) == 4  # right, left, up, down: four hues
+    assert rgb[1, 0] == 0 and rgb[1, 2] == 255  # leftward is the opposite side: blue-cyan
+    np.testing.assert_array_equal(flow_to_hsv(field), flow_to_hsv(field, max_magnitude=2.0))
+    with pytest.raises(ValueError, match=r"\(H, W, 2\); got \(4, 2\)"):
+        flow_to_hsv(np.zeros((4, 2), np.float32))
+
+
+LENGTHS = {0: 18, 1: 8, 2: 13}  # frames at 6 fps: 3 clips, 1 clip, 2 clips
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """index.json, frames (2 videos per shard) and resample.json of 3 tiny lossless 6-fps videos
+    whose texture moves 1 px right per frame."""
+    index = []
+    for vid, n in LENGTHS.items():
+        big = texture(48, 48 + n, seed=vid, sigma=1.5)
+        gray = np.stack([big[8:40, n - i:n - i + 32] for i in range(n)])  # content moves +1 px per frame
+        path = tmp_path / f"v{vid}.mkv"
+        write_video(path, np.repeat(gray[..., None], 3, axis=-1), 6, codec="ffv1")
+        index.append({"path": str(path), "class": f"c{vid}", "label": vid, "role": "train"})
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    frames = FramesConfig(width=32, height=32, workers=1, max_failures=0.0, videos_per_shard=2)
+    extract_frames(tmp_path / "index.json", tmp_path / "frames", tmp_path / "frames.json", frames)
+    resample_videos(tmp_path / "index.json", tmp_path / "frames", tmp_path / "resample.json",
+                    tmp_path / "sheet.png", ResampleConfig(fps=6), CLIP.frames)
+    return tmp_path
+
+
+def run_stage(root: Path, out: str, cfg: FlowConfig = FAST) -> dict:
+    return extract_flow(root / "index.json", root / "frames", root / "resample.json", root / out,
+                        root / f"{out}.json", cfg, CLIP)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_stage_layout_store_and_determinism(dataset):
+    report = run_stage(dataset, "flow")
+    assert report == json.loads((dataset / "flow.json").read_text())
+    assert report["counts"] == {"videos": 3, "stored": 3, "failed": 0} and report["failed"] == []
+    assert report["pairs"] == 6 + 2 + 4 and report["workers"] == 1 and report["threads"] == 1
+    assert sorted(digest(dataset / "flow")) == ["flow-00000.h5", "flow-00001.h5", "meta.json"]
+    meta, fast = json.loads((dataset / "flow" / "meta.json").read_text()), dataclasses.asdict(FAST)
+    assert meta["params"] == {k: v for k, v in fast.items() if k not in ("workers", "threads")}
+    assert (meta["width"], meta["height"]) == (32, 32)
+    store = FlowStore(dataset / "flow")
+    assert store.video_ids == [0, 1, 2] and store.bound == 20.0 and store.stack == 2
+    for vid, n in LENGTHS.items():
+        pairs = needed_pairs(n, CLIP.frames, CLIP.step, FAST.stack)
+        shard = f"flow-{vid // 2:05d}.h5"
+        assert meta["videos"][str(vid)] == {"shard": shard, "dataset": f"{vid:06d}", "pairs": pairs}
+        with h5py.File(dataset / "flow" / shard, "r") as f:
+            ds = f[f"{vid:06d}"]
+            assert ds.shape == (len(pairs), 32, 32, 2) and ds.dtype == np.uint8
+            assert ds.attrs["pairs"].dtype == np.int64 and ds.attrs["pairs"].tolist() == pairs
+            stored = ds[()]
+        assert store.pairs(vid) == pairs
+        rows = [*range(len(pairs))[::-1], 0]  # any order, repeats allowed
+        np.testing.assert_array_equal(store.read(vid, [pairs[r] for r in rows]), stored[rows])
+        mean = dequantize(stored[:, 8:-8, 8:-8], store.bound).reshape(-1, 2).mean(axis=0)
+        assert abs(mean[0] - 1.0) < 0.15 and abs(mean[1]) < 0.1, (vid, mean)  # 1 px right
+    assert needed_pairs(18, 3, 6, 2) == [0, 1, 6, 7, 12, 13]
+    assert store.read(0, []).shape == (0, 32, 32, 2)
+    with pytest.raises(KeyError, match=r"video 0 has no stored flow pair\(s\) \[2\]"):
+        store.read(0, [1, 2])
+    with pytest.raises(KeyError, match="video 7 has no flow"):
+        store.read(7, [0])
+    clone = pickle.loads(pickle.dumps(store))  # handles stay behind
+    np.testing.assert_array_equal(clone.read(2, [6]), store.read(2, [6]))
+    store.close()
+    # byte-identical on a second run, whatever the number of processes and threads
+    again = run_stage(dataset, "flow_again", dataclasses.replace(FAST, workers=2, threads=2))
+    assert again["workers"] == 2 and again["threads"] == 2
+    assert digest(dataset / "flow_again") == digest(dataset / "flow")
+
+
+def test_failed_videos_are_reported(dataset):
+    doc = json.loads((dataset / "resample.json").read_text())
+    doc["videos"]["1"] = doc["videos"]["1"][:2]  # too short for a clip
+    doc["videos"]["2"][7] = 99  # a native frame the store does not have
+    (dataset / "resample.json").write_text(json.dumps(doc))
+    report = run_stage(dataset, "flow")
+    assert report["counts"] == {"videos": 3, "stored": 1, "failed": 2} and report["pairs"] == 6
+    assert [(f["id"], f["class"], f["path"]) for f in report["failed"]] == [
+        (1, "c1", str(dataset / "v1.mkv")), (2, "c2", str(dataset / "v2.mkv"))]
+    assert report["failed"][0]["reason"] == "2 resampled frames hold no clip of 3 frames"
+    reason = report["failed"][1]["reason"]
+    assert reason.startswith("IndexError: frame indices of video 2 must be in 0..12; got [99]")
+    assert FlowStore(dataset / "flow").video_ids == [0]
+
+
+def test_bad_params():
+    with pytest.raises(ValueError, match="flow.bound must be > 0"):
+        extract_flow("i", "f", "r", "o", "p", dataclasses.replace(FAST, bound=0.0), CLIP)
+    with pytest.raises(ValueError, match="flow.threads must be >= 1"):
+        extract_flow("i", "f", "r", "o", "p", dataclasses.replace(FAST, threads=0), CLIP)
+    with pytest.raises(ValueError, match="flow.stack must be in 1..clip.frames-1 = 1..2; got 3"):
+        extract_flow("i", "f", "r", "o", "p", dataclasses.replace(FAST, stack=3), CLIP)

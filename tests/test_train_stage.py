@@ -1,0 +1,122 @@
+"""The train stage end to end on tiny shards: one process, torchrun DDP, and its dvc.yaml block."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, run
+from test_engine import CLASSES, write_tiny_shards
+from twostream.config import TrainConfig
+from twostream.dataset import ShardDataset
+from twostream.engine import Dist, load_checkpoint, model_from_checkpoint, predict
+from twostream.metrics import evaluate, load_scores
+
+DESIGN_KEYS = {"video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos", "per_class"}
+TINY = {"model": {"hidden": 32}, "spatial": {"epochs": 1}, "temporal": {"input": "flow", "epochs": 2},
+        "train": {"batch_size": 8, "crop": 12, "workers": 0, "threads": 1, "warmup_epochs": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder with the repo's params.yaml (tiny overrides) and tiny shards in data/shards."""
+    root = tmp_path_factory.mktemp("stage")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, values in TINY.items():
+        params[name].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_tiny_shards(root / "data" / "shards")
+    return root
+
+
+def stage_args(stream: str) -> list[str]:
+    return [str(REPO / "stages" / "train.py"), stream, "data/shards", f"models/{stream}.pt",
+            f"metrics/{stream}.json", f"data/scores/{stream}", f"dvclive/{stream}"]
+
+
+def single_process_eval(root: Path, stream: str) -> tuple[np.ndarray, dict]:
+    """Scores and metrics of the stream's checkpoint on test, computed here in one process."""
+    checkpoint = load_checkpoint(root / "models" / f"{stream}.pt")
+    data = ShardDataset(root / "data" / "shards", checkpoint["modality"], "test", False, checkpoint["crop"])
+    cfg = TrainConfig(**checkpoint["params"]["train"])
+    probs, _ = predict(model_from_checkpoint(checkpoint), data, cfg, Dist(0, 1, torch.device("cpu")))
+    return probs, evaluate(probs, data.labels, data.videos, data.classes)
+
+
+def test_stage_writes_metrics_scores_and_curves(workdir):
+    proc = run([sys.executable, *stage_args("temporal")], workdir)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("train@temporal epoch")]
+    assert len(lines) == 2 and lines[0].startswith("train@temporal epoch 1/2: ") and "val clip" in lines[0]
+    metrics = json.loads((workdir / "metrics" / "temporal.json").read_text())
+    assert DESIGN_KEYS <= set(metrics) and DESIGN_KEYS <= set(metrics["val"])
+    assert set(metrics["per_class"]) == set(CLASSES) and metrics["n_videos"] == 6 and metrics["epochs"] == 2
+    assert metrics["modality"] == "flow" and 0 <= metrics["video_top1"] <= 1
+    for role, first in (("val", 12), ("test", 18)):
+        scores = load_scores(workdir / "data" / "scores" / "temporal" / f"{role}.npz")
+        assert scores.probs.shape == (12, 3) and scores.videos[0] == first and scores.classes == CLASSES
+    _, again = single_process_eval(workdir, "temporal")
+    assert {k: again[k] for k in DESIGN_KEYS} == {k: metrics[k] for k in DESIGN_KEYS}
+    curves = workdir / "dvclive" / "temporal" / "plots" / "metrics"
+    assert sorted(str(p.relative_to(curves)) for p in curves.rglob("*.tsv")) == [
+        "lr.tsv", "train/loss.tsv", "val/clip_top1.tsv", "val/loss.tsv", "val/video_top1.tsv"]
+    assert len((curves / "val" / "video_top1.tsv").read_text().splitlines()) == 1 + 2
+    assert not (workdir / "dvclive" / "temporal" / "dvc.yaml").exists()
+
+
+def test_spatial_stream_reads_rgb(workdir):
+    run([sys.executable, *stage_args("spatial")], workdir)
+    checkpoint = load_checkpoint(workdir / "models" / "spatial.pt")
+    assert (checkpoint["modality"], checkpoint["in_channels"], checkpoint["epoch"]) == ("rgb", 3, 1)
+    assert json.loads((workdir / "metrics" / "spatial.json").read_text())["modality"] == "rgb"
+
+
+def test_torchrun_ddp_evaluation_equals_single_process(workdir, tmp_path):
+    (tmp_path / "params.yaml").write_text((workdir / "params.yaml").read_text())
+    (tmp_path / "data").symlink_to(workdir / "data")
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *stage_args("temporal")], tmp_path)
+    checkpoint = load_checkpoint(tmp_path / "models" / "temporal.pt")
+    assert checkpoint["epoch"] == 2 and len(checkpoint["history"]) == 2
+    metrics = json.loads((tmp_path / "metrics" / "temporal.json").read_text())
+    probs, single = single_process_eval(tmp_path, "temporal")
+    assert {k: single[k] for k in DESIGN_KEYS} == {k: metrics[k] for k in DESIGN_KEYS}
+    gathered = load_scores(tmp_path / "data" / "scores" / "temporal" / "test.npz")
+    np.testing.assert_allclose(gathered.probs, probs, atol=1e-5)
+    np.testing.assert_array_equal(gathered.videos, np.repeat(np.arange(18, 24), 2))
+
+
+def test_bad_stream_and_input_are_named(workdir):
+    run_spec = runpy.run_path(str(REPO / "stages" / "train.py"), run_name="stage")["run_spec"]
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    with pytest.raises(SystemExit, match="stream must be one of spatial, temporal; got 'motion'"):
+        run_spec("motion", params)
+    params["temporal"]["input"] = "rgb"
+    with pytest.raises(SystemExit, match="temporal.input must be one of flow, sg3i; got 'rgb'"):
+        run_spec("temporal", params)
+    assert run_spec("spatial", params).modality == "rgb"
+
+
+def test_dvc_yaml_train_block_lists_what_the_stage_reads():
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    assert stage["foreach"] == {"spatial": {"modality": "rgb"}, "temporal": {"modality": "${temporal.input}"}}
+    do = stage["do"]
+    assert do["cmd"] == ("python stages/train.py ${key} data/shards models/${key}.pt metrics/${key}.json "
+                         "data/scores/${key} dvclive/${key}")
+    assert do["params"] == ["base.seed", "model", "train", "${key}"]
+    assert "data/shards/${item.modality}" in do["deps"] and "data/shards" not in do["deps"]
+    imported = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; runpy.run_path('stages/train.py', run_name='x'); "
+         "print('\\n'.join(m for m in sys.modules if m.startswith('twostream.')))"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert {f"twostream/{m.split('.')[1]}.py" for m in imported} | {"stages/train.py"} <= set(do["deps"])
+    assert do["outs"] == [{"models/${key}.pt": {"persist": True}}, "data/scores/${key}"]
+    assert do["metrics"] == [{"metrics/${key}.json": {"cache": False}}]
+    assert do["plots"] == [{"dvclive/${key}/plots/metrics": {"x": "step", "cache": False}}]

@@ -1,0 +1,115 @@
+"""Transforms: layouts, crops, normalisation per modality, the flow flip, presets, RNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from twostream.flow import dequantize
+from twostream.transforms import (
+    FLOW_SCALE, IMAGENET_MEAN, IMAGENET_STD, center_crop, eval_preset, hflip, hwc_to_chw, normalize,
+    random_crop, train_preset,
+)
+
+
+def grid(h: int, w: int, c: int) -> np.ndarray:
+    """``(h, w, c) uint8`` with value ``100*y + 10*x + ch`` (distinct while small)."""
+    y, x, ch = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+    return (100 * y + 10 * x + ch).astype(np.uint8)
+
+
+def test_hwc_to_chw():
+    x = torch.from_numpy(grid(2, 3, 4))
+    out = hwc_to_chw(x)
+    assert out.shape == (4, 2, 3)
+    assert out[3, 1, 2] == 100 + 20 + 3
+
+
+def test_center_crop_window():
+    x = grid(2, 5, 1)
+    np.testing.assert_array_equal(center_crop(x, 2)[..., 0], [[10, 20], [110, 120]])  # odd margin: 1 left
+    np.testing.assert_array_equal(center_crop(grid(6, 6, 1), 6), grid(6, 6, 1))
+    with pytest.raises(ValueError, match="crop must be in 1..2 for a 2x5 sample; got 3"):
+        center_crop(x, 3)
+
+
+def test_random_crop_is_seeded_and_covers_every_offset():
+    x = grid(4, 5, 1)  # 3x3 windows: 2 top offsets x 3 left offsets
+    torch.manual_seed(3)
+    first = [random_crop(x, 3)[0, 0, 0] for _ in range(60)]
+    torch.manual_seed(3)
+    again = [random_crop(x, 3)[0, 0, 0] for _ in range(60)]
+    assert first == again
+    assert sorted(set(int(v) for v in first)) == [0, 10, 20, 100, 110, 120]
+
+
+def test_normalize_images_with_imagenet_constants():
+    x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2)
+    for modality in ("rgb", "sg3i"):
+        out = normalize(x, modality)
+        assert out.dtype == torch.float32 and out.shape == (3, 1, 2)
+        for c in range(3):
+            assert out[c, 0, 0].item() == pytest.approx(-IMAGENET_MEAN[c] / IMAGENET_STD[c], abs=1e-6)
+            assert out[c, 0, 1].item() == pytest.approx((1 - IMAGENET_MEAN[c]) / IMAGENET_STD[c], abs=1e-6)
+    with pytest.raises(ValueError, match="rgb samples have 3 channels"):
+        normalize(torch.zeros(4, 1, 1, dtype=torch.uint8), "rgb")
+
+
+def test_normalize_flow_is_dequantised_and_scaled():
+    q = torch.tensor([128, 255, 0, 127, 138], dtype=torch.uint8).view(5, 1, 1)
+    out = normalize(q, "flow", bound=20.0).view(-1)
+    # float32 cancellation near 0 (q * step - bound): compare with an absolute tolerance
+    np.testing.assert_allclose(out.numpy(), dequantize(q.numpy(), 20.0).reshape(-1) / FLOW_SCALE, atol=2e-5)
+    half = 20 / 255 / FLOW_SCALE  # half a quantisation step, scaled
+    np.testing.assert_allclose(out.numpy(), [half, 20 / FLOW_SCALE, -20 / FLOW_SCALE, -half, 21 * half],
+                               atol=2e-5)
+    assert out[3].item() == pytest.approx(-out[0].item(), abs=2e-5)  # 127, 128 mirror: a flip stays on the grid
+    with pytest.raises(ValueError, match="bound > 0; got None"):
+        normalize(q, "flow")
+    with pytest.raises(ValueError, match="modality must be one of rgb, sg3i, flow; got 'depth'"):
+        normalize(q, "depth")
+
+
+def test_flow_flip_mirrors_and_negates_x_channels():
+    x = torch.arange(4 * 2 * 3, dtype=torch.float32).view(4, 2, 3) - 10  # (2L=4, H=2, W=3)
+    out = hflip(x, "flow")
+    for c in range(4):
+        sign = -1 if c % 2 == 0 else 1  # channels x0, y0, x1, y1
+        for h in range(2):
+            for w in range(3):
+                assert out[c, h, w] == sign * x[c, h, 2 - w]
+    one = torch.tensor([[[1.0, 2.0, -3.0]], [[4.0, -5.0, 6.0]]])  # x and y of one 1x3 field
+    assert hflip(one, "flow").tolist() == [[[3.0, -2.0, -1.0]], [[6.0, -5.0, 4.0]]]
+    np.testing.assert_array_equal(hflip(x, "rgb").numpy(), x.flip(-1).numpy())  # no negation
+    np.testing.assert_array_equal(x.numpy(), (torch.arange(24.0).view(4, 2, 3) - 10).numpy())  # input kept
+
+
+def test_eval_preset_is_centre_crop_and_deterministic():
+    x = grid(6, 7, 4)
+    preset = eval_preset("flow", 4, bound=20.0)
+    out = preset(x)
+    assert out.shape == (4, 4, 4) and out.dtype == torch.float32
+    expected = torch.from_numpy(dequantize(x[1:5, 1:5], 20.0) / FLOW_SCALE).permute(2, 0, 1)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(preset(x), out, rtol=0, atol=0)
+
+
+def test_train_preset_flips_half_the_time_and_follows_torch_seed():
+    x = grid(4, 4, 3)
+    preset = train_preset("rgb", 4)  # full-size crop: only the flip is random
+    plain = eval_preset("rgb", 4)(x)
+    torch.manual_seed(0)
+    outs = [preset(x) for _ in range(400)]
+    flipped = [bool(torch.equal(o, hflip(plain, "rgb"))) for o in outs]
+    assert all(f or torch.equal(o, plain) for f, o in zip(flipped, outs))
+    assert 160 < sum(flipped) < 240
+    torch.manual_seed(0)
+    assert [bool(torch.equal(preset(x), hflip(plain, "rgb"))) for _ in range(400)] == flipped
+
+
+def test_preset_arguments_checked():
+    with pytest.raises(ValueError, match="flow preset needs the quantisation bound > 0; got None"):
+        train_preset("flow", 4)
+    with pytest.raises(ValueError, match="crop must be >= 1; got 0"):
+        eval_preset("rgb", 0)

@@ -1,0 +1,149 @@
+"""Reading videos: exact decode, frame rates, odd names, and every kind of broken file."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+
+from twostream.video import (
+    MIN_FRAME_FRACTION,
+    VideoError,
+    _check_decode,
+    ffmpeg_exe,
+    parse_stream_info,
+    read_video,
+    write_video,
+)
+
+
+def noise(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """``(t, h, w, 3) uint8`` random frames: any lossy step would change them."""
+    return np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+def moving_gradient(t: int, h: int, w: int) -> np.ndarray:
+    """``(t, h, w, 3) uint8`` smooth moving pattern, compressible like real video."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([np.stack([(2 * x + 3 * i) % 256, (2 * y + i) % 256, (x + y + 5 * i) % 256], -1)
+                     for i in range(t)]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".avi"])
+def test_lossless_video_decodes_bit_exact(tmp_path, suffix):
+    frames = noise(6, 16, 24)
+    path = tmp_path / f"clip{suffix}"
+    write_video(path, frames, 30, codec="ffv1")
+    decoded, fps = read_video(path, 24, 16)  # native size: the scaler only converts bgr0 -> rgb24
+    assert decoded.shape == (6, 16, 24, 3) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, frames)
+    assert fps == 30.0
+    assert decoded.flags.writeable
+
+
+@pytest.mark.parametrize("fps", [30, 25, 30000 / 1001])
+def test_frame_rate_is_parsed(tmp_path, fps):
+    path = tmp_path / "clip.avi"
+    write_video(path, moving_gradient(12, 32, 32), fps, codec="xvid")
+    frames, got = read_video(path, 32, 32)
+    assert frames.shape == (12, 32, 32, 3)
+    assert got == fps  # 29.97 in ffmpeg's log is restored to 30000/1001 exactly
+
+
+def test_resizes_to_working_size(tmp_path):
+    path = tmp_path / "big.avi"
+    write_video(path, moving_gradient(5, 48, 64), 30, codec="xvid")
+    frames, _ = read_video(path, 20, 10)
+    assert frames.shape == (5, 10, 20, 3)
+
+
+def test_name_with_shell_characters(tmp_path):
+    path = tmp_path / "a b!()#[]&+;~@'$x.avi"
+    frames = noise(4, 8, 8)
+    write_video(path, frames, 25, codec="ffv1")
+    decoded, fps = read_video(path, 8, 8)
+    np.testing.assert_array_equal(decoded, frames)
+    assert fps == 25.0
+
+
+def test_parse_stream_info_prefers_fps_then_tbr():
+    log = (
+        "[info] Input #0, avi, from 'x.avi':\n"
+        "[info]   Duration: 00:01:02.50, start: 0.000000, bitrate: 795 kb/s\n"
+        "[info]   Stream #0:0: Video: mpeg4, yuv420p, 320x240, 775 kb/s, 23.98 fps, 24 tbr, 1k tbn\n"
+        "[info] Output #0, rawvideo, to 'pipe:':\n"
+        "[info]   Stream #0:0: Video: rawvideo, rgb24, 64x64, 60 fps, 60 tbn\n"
+    )
+    assert parse_stream_info(log) == (24000 / 1001, 62.5)
+    no_fps = log.replace("23.98 fps, ", "").replace("24 tbr", "12.5 tbr")
+    assert parse_stream_info(no_fps) == (12.5, 62.5)
+    fast = "[info]   Stream #0:1[0x2](und): Video: h264, 2k fps, 1k tbn\n"
+    assert parse_stream_info(fast) == (2000.0, None)
+    assert parse_stream_info("[info]   Stream #0:0: Audio: pcm_s16le, 44100 Hz\n") == (None, None)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(VideoError) as e:
+        read_video(tmp_path / "nope.avi", 8, 8)
+    assert e.value.reason == "file not found"
+    (tmp_path / "empty.avi").write_bytes(b"")
+    with pytest.raises(VideoError) as e:
+        read_video(tmp_path / "empty.avi", 8, 8)
+    assert e.value.reason == "empty file (0 bytes)"
+    assert str(e.value) == f"{tmp_path / 'empty.avi'}: empty file (0 bytes)"
+    again = pickle.loads(pickle.dumps(e.value))  # crosses process pools intact
+    assert (again.path, again.reason) == (str(tmp_path / "empty.avi"), "empty file (0 bytes)")
+
+
+def test_random_bytes_cannot_be_opened(tmp_path):
+    path = tmp_path / "corrupt.avi"
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoError) as e:
+        read_video(path, 8, 8)
+    assert e.value.reason.startswith("cannot open: ")
+
+
+def test_xvid_cut_in_half_is_truncated(tmp_path):
+    whole = tmp_path / "whole.avi"
+    write_video(whole, moving_gradient(60, 48, 64), 30, codec="xvid")
+    data = whole.read_bytes()
+    (tmp_path / "half.avi").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError) as e:
+        read_video(tmp_path / "half.avi", 32, 32)
+    assert e.value.reason.startswith("decode error: ")  # the damaged last packet
+    assert read_video(whole, 32, 32)[0].shape == (60, 32, 32, 3)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.wav"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "anullsrc=r=8000:cl=mono", "-t", "0.2", str(path)], check=True)
+    with pytest.raises(VideoError) as e:
+        read_video(path, 8, 8)
+    assert e.value.reason == "no video stream"
+
+
+def test_truncation_rule_on_frame_count():
+    log = ("[info] Input #0, avi, from 'x.avi':\n[info]   Duration: 00:00:02.00, start: 0.0\n"
+           "[info]   Stream #0:0: Video: mpeg4, yuv420p, 8x8, 10 fps, 10 tbr, 10 tbn\n")
+    frame = bytes(2 * 2 * 3)
+    needed = int(np.ceil(MIN_FRAME_FRACTION * 20))  # 15 of duration x fps = 20 frames
+    frames, fps = _check_decode("x.avi", frame * needed, log, False, 2, 2)
+    assert frames.shape == (needed, 2, 2, 3) and fps == 10.0
+    with pytest.raises(VideoError) as e:
+        _check_decode("x.avi", frame * (needed - 1), log, False, 2, 2)
+    assert e.value.reason == "truncated: 14 frames decoded, duration x fps = 20"
+    with pytest.raises(VideoError) as e:
+        _check_decode("x.avi", b"", log, False, 2, 2)
+    assert e.value.reason.startswith("decoded 0 bytes")
+    with pytest.raises(VideoError) as e:
+        damaged = log + "[mpeg4 @ 0x1] [error] ac-tex damaged at 3 1\n"
+        _check_decode("x.avi", frame * 20, damaged, False, 2, 2)
+    assert e.value.reason == "decode error: ac-tex damaged at 3 1"
+
+
+def test_bad_size_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="positive"):
+        read_video(tmp_path / "x.avi", 0, 8)

@@ -1,0 +1,144 @@
+"""``ShardDataset``: the clips of one modality and role, from the ``shards`` stage's files.
+
+Reads ``<shard_dir>/<modality>/<role>-*.h5`` (see ``twostream.shards``). The small
+per-sample arrays (label, video, clip) are read once at construction; samples are read
+one chunk at a time. HDF5 handles never cross a fork: each process opens its own on its
+first ``__getitem__`` (DataLoader workers included), and the dataset pickles without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from twostream.shards import MODALITIES, ROLES
+from twostream.transforms import eval_preset, train_preset
+
+
+def shard_files(shard_dir: str | os.PathLike, modality: str, role: str) -> list[Path]:
+    """The shard files of one modality and role, in sample order.
+
+    Raises:
+        ValueError: on an unknown modality or role.
+        FileNotFoundError: if there is none.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    files = sorted((Path(shard_dir) / modality).glob(f"{role}-*.h5"))
+    if not files:
+        raise FileNotFoundError(f"no shards {Path(shard_dir) / modality / f'{role}-*.h5'}; "
+                                f"run the shards stage (a role without videos has no files)")
+    return files
+
+
+class ShardDataset(Dataset):
+    """Samples ``(x (C, crop, crop) float32, label, video)`` of one modality and role.
+
+    ``label`` and ``video`` are ``np.int64`` scalars (a DataLoader collates them to
+    ``(B,) int64`` tensors; a 0-d tensor each would cost more than reading the sample).
+
+    Attributes:
+        labels, videos, clips: ``(N,) int64`` per sample (label, index position, clip number).
+        classes: class names in label order; num_classes: their count.
+        in_channels: ``C``: 3 for rgb and sg3i, ``2L`` for flow.
+        params: the producing params of the shards (``clip``, ``flow``, ``shards``).
+    """
+
+    def __init__(self, shard_dir: str | os.PathLike, modality: str, role: str, train: bool,
+                 crop: int) -> None:
+        """Index the shard files (reads labels and attributes, no samples).
+
+        Args:
+            shard_dir: ``data/shards``.
+            modality: ``rgb``, ``sg3i`` or ``flow``.
+            role: ``train``, ``val`` or ``test``.
+            train: True for the training preset (random crop + flip), False for eval (centre crop).
+            crop: output side in pixels (at most the stored height and width).
+
+        Raises:
+            ValueError: on an unknown modality or role, a crop larger than the samples, or
+                shards that disagree on classes, layout or sample shape.
+            FileNotFoundError: if there is no shard file.
+        """
+        self.files = shard_files(shard_dir, modality, role)
+        self.modality, self.role, self.train, self.crop = modality, role, train, crop
+        columns: dict[str, list[np.ndarray]] = {"label": [], "video": [], "clip": []}
+        headers = []
+        for path in self.files:
+            with h5py.File(path, "r") as f:
+                for name, values in columns.items():
+                    values.append(f[name][()].astype(np.int64))
+                headers.append((f.attrs["classes"], f.attrs["layout"], f.attrs["params"], f["x"].shape[1:]))
+        if len(set(headers)) != 1:
+            raise ValueError(f"shards of {modality}/{role} disagree on classes, layout, params or "
+                             f"sample shape: {sorted(set(headers))}")
+        classes, self.layout, params, self.sample_shape = headers[0]
+        self.classes: list[str] = json.loads(classes)
+        self.params: dict[str, Any] = json.loads(params)
+        self.labels, self.videos, self.clips = (np.concatenate(columns[k]) for k in ("label", "video", "clip"))
+        self._starts = np.cumsum([0] + [len(v) for v in columns["label"]])  # first sample of each file
+        if not 1 <= crop <= min(self.sample_shape[:2]):
+            raise ValueError(f"crop must be in 1..{min(self.sample_shape[:2])} for {modality} samples of "
+                             f"{self.sample_shape[0]}x{self.sample_shape[1]}; got {crop}")
+        bound = self.params["flow"]["bound"] if modality == "flow" else None
+        self.transform = (train_preset if train else eval_preset)(modality, crop, bound)
+        self._handles: dict[int, h5py.Dataset] = {}
+        self._pid = os.getpid()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (all of the index, also those without a sample here)."""
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels ``C`` of a sample: 3 for rgb and sg3i, ``2L`` for flow."""
+        return int(self.sample_shape[2])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _x(self, file: int) -> h5py.Dataset:
+        """This process's handle on the ``x`` dataset of file ``file`` (opened on first use)."""
+        if os.getpid() != self._pid:  # forked: the inherited handles belong to the parent
+            self._handles, self._pid = {}, os.getpid()
+        if file not in self._handles:
+            self._handles[file] = h5py.File(self.files[file], "r")["x"]
+        return self._handles[file]
+
+    def raw(self, i: int) -> np.ndarray:
+        """Sample ``i`` as stored: ``(H, W, C) uint8``.
+
+        Raises:
+            IndexError: if ``i`` is outside ``0..len-1``.
+        """
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample index must be in 0..{len(self) - 1}; got {i}")
+        file = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self._x(file)[i - self._starts[file]]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, np.int64, np.int64]:
+        """Sample ``i``: ``(x (C, crop, crop) float32, label np.int64, video np.int64)``."""
+        i = int(i)
+        return self.transform(self.raw(i)), self.labels[i], self.videos[i]
+
+    def close(self) -> None:
+        """Close this process's HDF5 handles (they reopen on the next read)."""
+        if os.getpid() == self._pid:
+            for ds in self._handles.values():
+                ds.file.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state

@@ -1,0 +1,479 @@
+"""Training and evaluation of one stream: schedule, optimiser, checkpoints, resume, DDP.
+
+``train_stream`` trains a ``build_model`` network on the ``train`` shards of one modality
+(linear warm-up then cosine LR, per iteration), logs each epoch to dvclive, checkpoints
+after each epoch, then writes the per-clip softmax scores of ``val`` and ``test`` and the
+stream's metrics. Checkpoints describe themselves and hold only tensors and plain values
+(``torch.load(..., weights_only=True)``); one whose fingerprint (params, shard bytes,
+training code) matches is resumed. Each epoch reseeds torch and the loader from
+``(seed, epoch, rank)``, so a resumed run repeats an uninterrupted one bit for bit on CPU.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) training runs DDP (gloo on CPU, NCCL on GPU) and
+evaluation gives each rank a contiguous block of samples, gathered in dataset order; only
+rank 0 writes files. On a GPU: bf16 autocast and channels_last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from twostream.config import ModelConfig, TrainConfig
+from twostream.dataset import ShardDataset, shard_files
+from twostream.metrics import Scores, evaluate, save_scores, write_metrics
+from twostream.models import build_model
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+STOP_ENV = "TWOSTREAM_STOP_AFTER_EPOCH"  # tests: stop after saving this epoch's checkpoint
+CODE = ("engine.py", "models.py", "dataset.py", "transforms.py")  # sources in the fingerprint
+EVAL_ROLES = ("val", "test")
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after the checkpoint of epoch ``$TWOSTREAM_STOP_AFTER_EPOCH`` is saved."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a stream's training run."""
+
+    stream: str  # spatial | temporal
+    modality: str  # shard modality the stream reads: rgb | flow | sg3i
+    epochs: int  # training epochs
+    seed: int  # base.seed
+    model: ModelConfig
+    train: TrainConfig
+
+    def params(self) -> dict[str, Any]:
+        """The resolved params as plain values (checkpoints, fingerprints)."""
+        return {"stream": self.stream, "modality": self.modality, "epochs": self.epochs,
+                "seed": self.seed, "model": asdict(self.model), "train": asdict(self.train)}
+
+
+class WarmupCosine:
+    """LR factor of iteration ``s`` for ``W`` warm-up and ``T`` total iterations: ``(s + 1) / W``
+    for ``s < W``, then ``0.5 * (1 + cos(pi * (s - W) / (T - W)))`` (1 at ``s = W``, 0 at ``s = T``).
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int) -> None:
+        if not 0 <= warmup_steps <= total_steps or total_steps < 1:
+            raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps >= 1; got "
+                             f"{warmup_steps}, {total_steps}")
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.total_steps == self.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, no Nesterov) or AdamW (betas ``(momentum, 0.999)``) at ``cfg.lr``.
+
+    Weight decay applies to weights of rank >= 2 (convs, linears), not to biases and
+    BatchNorm parameters.
+
+    Raises:
+        ValueError: if ``cfg.optimizer`` is not one of ``OPTIMIZERS``.
+    """
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; got {cfg.optimizer!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=False)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
+                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """``WarmupCosine`` over ``epochs * steps_per_epoch`` iterations (warm-up rounded to iterations)."""
+    total = epochs * steps_per_epoch
+    warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total))
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a (possibly one-process) run."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:  # the process that writes files
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, device)
+
+
+def configure_runtime(cfg: TrainConfig, dist: Dist) -> None:
+    """Torch threads (``cfg.threads``, 0 = the cores shared among local ranks) and determinism."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(dist.world)))
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_world))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 63-bit seed for one epoch on one rank."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: numpy and python RNGs from the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _loader(dataset: Any, cfg: TrainConfig, batch: int, device: torch.device, **kwargs: Any) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch, num_workers=cfg.workers, worker_init_fn=_seed_worker,
+                      pin_memory=device.type == "cuda", **kwargs)
+
+
+def train_loader(dataset: ShardDataset, spec: RunSpec, dist: Dist, epoch: int) -> DataLoader:
+    """This rank's shuffled training batches of ``epoch`` (``batch_size // world`` each, last dropped)."""
+    sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                 seed=spec.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(spec.seed, epoch, dist.rank))
+    return _loader(dataset, spec.train, spec.train.batch_size // dist.world, dist.device,
+                   sampler=sampler, generator=generator, drop_last=True)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A ``(B, C, H, W) float32`` batch on ``device`` (channels_last on a GPU)."""
+    if device.type == "cuda":
+        return x.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return x
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LambdaLR, criterion: nn.Module,
+                    dist: Dist) -> float:
+    """One pass over ``loader``, stepping the scheduler per iteration.
+
+    Returns:
+        The mean training loss over all ranks' samples.
+    """
+    model.train()
+    total = torch.zeros(2, dtype=torch.float64, device=dist.device)  # (loss sum, samples)
+    for x, y, _ in loader:
+        x, y = to_device(x, dist.device), y.to(dist.device, non_blocking=True)
+        with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), device=dist.device)])
+    if dist.world > 1:
+        torch_dist.all_reduce(total)
+    return float(total[0] / total[1].clamp(min=1))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig, dist: Dist) -> tuple[np.ndarray, float]:
+    """Softmax scores of every sample, the ranks sharing the work in contiguous blocks.
+
+    Returns:
+        ``probs (N, K) float32`` in dataset order (on every rank) and the mean plain
+        cross-entropy (no label smoothing).
+    """
+    n = len(dataset)
+    start, stop = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
+    loader = _loader(Subset(dataset, range(start, stop)), cfg, cfg.batch_size, dist.device)
+    model.eval()
+    probs, loss = [], 0.0
+    for x, y, _ in loader:
+        x, y = to_device(x, dist.device), y.to(dist.device)
+        with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
+            logits = model(x).float()
+        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        probs.append(logits.softmax(dim=1).cpu().numpy())
+    block = np.concatenate(probs) if probs else np.zeros((0, dataset.num_classes), np.float32)
+    parts = [(start, block, loss)]
+    if dist.world > 1:
+        parts = [None] * dist.world
+        torch_dist.all_gather_object(parts, (start, block, loss))
+    parts.sort(key=lambda p: p[0])
+    return np.concatenate([p[1] for p in parts]).astype(np.float32), sum(p[2] for p in parts) / max(n, 1)
+
+
+def fingerprint(spec: RunSpec, files: list[Path]) -> str:
+    """SHA-256 of the resolved params, the bytes of ``files`` and the training code (``CODE``)."""
+    digest = hashlib.sha256(json.dumps(spec.params(), sort_keys=True).encode())
+    here = Path(__file__).parent
+    for path in list(files) + [here / name for name in CODE]:
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def rng_states() -> dict[str, Any]:
+    """Torch (CPU, CUDA), numpy and python RNG states as tensors and plain values."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                      "has_gauss": has_gauss, "cached": cached},
+            "python": {"version": version, "state": list(state), "gauss": gauss}}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what ``rng_states`` saved."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint`` atomically: to ``<path>.tmp``, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (tensors and plain values only), onto the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """Rebuild the stream network from a checkpoint alone (weights loaded, eval mode)."""
+    cfg = checkpoint["model_config"]
+    model = build_model(cfg["backbone"], len(checkpoint["classes"]), checkpoint["in_channels"], "none",
+                        cfg["hidden"], cfg["dropout"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+def resume(path: Path, print_: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LambdaLR) -> tuple[int, list[dict[str, Any]]]:
+    """Load the checkpoint at ``path`` into the objects if its fingerprint is ``print_``.
+
+    Returns:
+        ``(completed epochs, per-epoch history)``; ``(0, [])`` when starting fresh.
+    """
+    if not path.is_file():
+        return 0, []
+    try:
+        checkpoint = load_checkpoint(path)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        log.warning("cannot read checkpoint %s (%s): starting fresh", path, e)
+        return 0, []
+    if checkpoint.get("fingerprint") != print_:
+        log.info("checkpoint %s was made with other params, shard data or code: starting fresh", path)
+        return 0, []
+    _unwrap(model).load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    set_rng_states(checkpoint["rng"])
+    log.info("resuming %s after epoch %d", path, checkpoint["epoch"])
+    return checkpoint["epoch"], checkpoint["history"]
+
+
+class EpochLog:
+    """dvclive curves, x = epoch (rank 0 only); a resumed run's history is replayed first.
+
+    No dvc.yaml, no DVC experiment (``dvc.yaml`` declares the plots), no summary file.
+    """
+
+    KEYS = {"train/loss": "train_loss", "val/loss": "val_loss", "val/clip_top1": "val_clip_top1",
+            "val/video_top1": "val_video_top1", "lr": "lr"}
+
+    def __init__(self, live_dir: str | os.PathLike, history: list[dict[str, Any]]) -> None:
+        from dvclive import Live  # imported here: only rank 0 logs
+
+        class FilesOnlyLive(Live):
+            # dvclive's DVC/git probing is not needed (dvc.yaml declares the plots; no
+            # experiment is saved) and raises in a git repository without commits.
+            def _init_dvc(self) -> None:
+                pass
+
+        self.live = FilesOnlyLive(str(live_dir), resume=False, save_dvc_exp=False, dvcyaml=None)
+        for record in history:
+            self.log(record)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one epoch's ``record`` (a history entry)."""
+        self.live.step = record["epoch"]
+        for name, key in self.KEYS.items():
+            self.live.log_metric(name, record[key], plot=True)
+
+    def end(self) -> None:
+        """Flush and drop the summary file (only the curves are this folder's output)."""
+        self.live.end()
+        Path(self.live.metrics_file).unlink(missing_ok=True)
+
+
+def _checkpoint(spec: RunSpec, data: ShardDataset, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Any, history: list[dict[str, Any]], print_: str) -> dict[str, Any]:
+    """A checkpoint that describes itself: what ``model_from_checkpoint`` and ``resume`` need."""
+    return {"format": 1, "stream": spec.stream, "modality": spec.modality, "classes": list(data.classes),
+            "in_channels": data.in_channels, "crop": spec.train.crop, "model_config": asdict(spec.model),
+            "params": spec.params(), "shard_params": data.params, "epoch": len(history),
+            "history": history, "fingerprint": print_, "model": _unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
+
+
+def _sync_buffers(model: nn.Module, dist: Dist) -> None:
+    """Give every rank rank 0's BatchNorm statistics (each rank updated its own)."""
+    if dist.world > 1:
+        for buffer in _unwrap(model).buffers():
+            torch_dist.broadcast(buffer, 0)
+
+
+def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, live_dir: Path,
+        dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None) -> tuple[nn.Module, list[dict]]:
+    """Train (or resume) for ``spec.epochs``, checkpointing every epoch.
+
+    Returns:
+        The trained (unwrapped) model and the per-epoch history.
+
+    Raises:
+        TrainingInterrupted: after the epoch named by ``$TWOSTREAM_STOP_AFTER_EPOCH``.
+    """
+    cfg = spec.train
+    steps = len(data) // dist.world // (cfg.batch_size // dist.world)
+    if steps < 1:
+        raise ValueError(f"{len(data)} training samples make no batch of train.batch_size {cfg.batch_size}")
+    print_ = fingerprint(spec, [p for role in ("train", *EVAL_ROLES) for p in shard_files(
+        data.files[0].parents[1], spec.modality, role)])
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model.backbone, data.num_classes, data.in_channels, spec.model.pretrained,
+                        spec.model.hidden, spec.model.dropout).to(dist.device)
+    if dist.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps, spec.epochs)
+    start, history = resume(model_path, print_, model, optimizer, scheduler)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type
+                                              == "cuda" else None) if dist.world > 1 else model
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    live = EpochLog(live_dir, history) if dist.main else None
+    for epoch in range(start, spec.epochs):
+        torch.manual_seed(epoch_seed(spec.seed, epoch, dist.rank))
+        begin, lr = time.perf_counter(), scheduler.get_last_lr()[0]
+        loss = train_one_epoch(net, train_loader(data, spec, dist, epoch), optimizer, scheduler, criterion, dist)
+        train_s = time.perf_counter() - begin
+        _sync_buffers(model, dist)
+        probs, val_loss = predict(model, val, cfg, dist)
+        scores = evaluate(probs, val.labels, val.videos, val.classes)
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss, "val_loss": val_loss,
+                        "val_clip_top1": scores["clip_top1"], "val_video_top1": scores["video_top1"],
+                        "train_seconds": train_s, "seconds": time.perf_counter() - begin,
+                        "samples_per_s": steps * cfg.batch_size / train_s})
+        if dist.main:
+            save_checkpoint(model_path, _checkpoint(spec, data, model, optimizer, scheduler, history, print_))
+            live.log(history[-1])
+            if on_epoch:
+                on_epoch(history[-1])
+        if os.environ.get(STOP_ENV, "") == str(epoch + 1):
+            raise TrainingInterrupted(f"stopped after epoch {epoch + 1} (${STOP_ENV})")
+    if live:
+        live.end()
+    return model, history
+
+
+def score_roles(model: nn.Module, spec: RunSpec, shard_dir: Path, dist: Dist) -> dict[str, Scores]:
+    """Per-clip softmax scores of the ``val`` and ``test`` roles."""
+    out = {}
+    for role in EVAL_ROLES:
+        data = ShardDataset(shard_dir, spec.modality, role, False, spec.train.crop)
+        probs, _ = predict(model, data, spec.train, dist)
+        out[role] = Scores(probs, data.labels, data.videos, data.clips, data.classes)
+        data.close()
+    return out
+
+
+def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
+                 metrics_path: str | os.PathLike, scores_dir: str | os.PathLike, live_dir: str | os.PathLike,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train one stream, then score and evaluate it; resumes a matching checkpoint.
+
+    Args:
+        spec: the run (stream, modality, epochs, seed, model and train params).
+        shard_dir: ``data/shards`` (reads ``<modality>/{train,val,test}-*.h5``).
+        model_path: checkpoint, written after every epoch (``models/<stream>.pt``).
+        metrics_path: ``metrics/<stream>.json``: test metrics (``metrics.evaluate`` keys),
+            ``val`` (the same on val), ``epochs``, ``seconds``, ``samples_per_s``, ``modality``.
+        scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``).
+        live_dir: dvclive folder (``dvclive/<stream>``).
+        on_epoch: called on rank 0 with each new epoch's history record.
+
+    Returns:
+        The metrics written (on every rank).
+
+    Raises:
+        ValueError: on bad params (optimizer, batch size) or too little data.
+        FileNotFoundError: if a role has no shards.
+        TrainingInterrupted: see ``fit``.
+    """
+    dist = init_distributed()
+    configure_runtime(spec.train, dist)
+    if spec.train.batch_size % dist.world:
+        raise ValueError(f"train.batch_size {spec.train.batch_size} must split evenly over {dist.world} ranks")
+    shard_dir = Path(shard_dir)
+    data = ShardDataset(shard_dir, spec.modality, "train", True, spec.train.crop)
+    val = ShardDataset(shard_dir, spec.modality, "val", False, spec.train.crop)
+    model, history = fit(spec, data, val, Path(model_path), Path(live_dir), dist, on_epoch)
+    begin = time.perf_counter()
+    scores = score_roles(model, spec, shard_dir, dist)
+    results = {role: evaluate(s.probs, s.labels, s.videos, s.classes) for role, s in scores.items()}
+    seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin  # all runs of a resumed one
+    metrics = {**results["test"], "val": results["val"], "modality": spec.modality, "epochs": spec.epochs,
+               "seconds": round(seconds, 1),
+               "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}
+    if dist.main:
+        for role, s in scores.items():
+            save_scores(Path(scores_dir) / f"{role}.npz", s)
+        write_metrics(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,528 @@
+"""Stage ``flow``: TV-L1 optical flow for the frame pairs the clips use; read it back.
+
+On disk (``data/flow/``):
+
+- ``flow-NNNNN.h5``: the videos of ``data/resample.json`` in id order, as many per file
+  as the frames store holds (its ``videos_per_shard``). One dataset per video, named by
+  its zero-padded id (``000042``): ``(P, H, W, 2) uint8`` quantised flow of the ``P``
+  pairs some clip needs (channel 0 = x right-positive, 1 = y down-positive, zero motion
+  = 128), one pair per chunk, gzip level 1; attribute ``pairs``: ``(P,) int64`` first
+  resampled frame ``k`` of each pair ``(k, k + 1)``, increasing.
+- ``meta.json``: ``{"layout", "quantisation", "storage", "params", "clip", "width",
+  "height", "videos": {"<id>": {"shard", "dataset", "pairs"}}}``.
+
+Only the pairs of ``clips.needed_pairs`` are computed (6 of the 17 of a 3-s video at
+6 fps with 3-frame clips every 6 frames, stack 2). Workers compute whole videos; the
+main process writes them in id order, so the files do not depend on the worker count.
+OpenCV's TV-L1 hardly uses threads (64x64: 116 ms per pair on one thread, 119 ms on
+two), so the stage parallelises over videos with one process per core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import is_dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import cv2
+import h5py
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from twostream.clips import needed_pairs
+from twostream.config import ClipConfig, FlowConfig, resolve_workers, to_dict
+from twostream.frames import LIBVER, FrameStore, dataset_name
+from twostream.hmdb51 import read_index, write_json
+from twostream.resample import read_resample
+
+log = logging.getLogger(__name__)
+
+SHARD_NAME = "flow-{:05d}.h5"
+META_NAME = "meta.json"
+GZIP_LEVEL = 1
+LAYOUT = "(P, H, W, 2) uint8; channel 0 = x (right +), 1 = y (down +); attribute pairs (P,) int64"
+QUANTISATION = "q = floor(255 * (clip(v, -bound, bound) + bound) / (2 * bound) + 0.5); zero = 128"
+STORAGE = {"chunk": "1 pair", "compression": f"gzip {GZIP_LEVEL}"}
+EXECUTION_KEYS = ("workers", "threads")  # flow params that do not change the output; kept out of meta.json
+BACKENDS = ("opencv", "auto")  # "auto" = the fastest implemented backend, OpenCV for now
+# FlowConfig key -> keyword of cv2.optflow.DualTVL1OpticalFlow_create (note "innner")
+TVL1_KEYWORDS = {
+    "tau": "tau", "lambda_": "lambda_", "theta": "theta", "nscales": "nscales", "warps": "warps",
+    "epsilon": "epsilon", "inner_iterations": "innnerIterations",
+    "outer_iterations": "outerIterations", "scale_step": "scaleStep", "gamma": "gamma",
+    "median_filtering": "medianFiltering",
+}
+_RULES = {  # key -> (check, what is allowed)
+    "tau": (lambda v: v > 0, "> 0"), "lambda_": (lambda v: v > 0, "> 0"),
+    "theta": (lambda v: v > 0, "> 0"), "nscales": (lambda v: v >= 1, ">= 1"),
+    "warps": (lambda v: v >= 1, ">= 1"), "epsilon": (lambda v: v > 0, "> 0"),
+    "inner_iterations": (lambda v: v >= 1, ">= 1"), "outer_iterations": (lambda v: v >= 1, ">= 1"),
+    "scale_step": (lambda v: 0 < v < 1, "in (0, 1)"), "gamma": (lambda v: v >= 0, ">= 0"),
+    "median_filtering": (lambda v: v == 1 or (v >= 3 and v % 2 == 1), "1 (off) or odd >= 3"),
+}
+_tvl1_cache: dict[tuple, Any] = {}  # (pid, params) -> DualTVL1OpticalFlow of this process
+
+
+def tvl1_params(params: FlowConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The TV-L1 keys of ``params``, checked.
+
+    Args:
+        params: a ``FlowConfig`` or a mapping with its TV-L1 keys (others are ignored,
+            except ``backend``, which must be one of ``BACKENDS`` when present).
+
+    Returns:
+        ``{FlowConfig key: value}`` for the keys of ``TVL1_KEYWORDS``.
+
+    Raises:
+        KeyError: if a TV-L1 key is missing.
+        ValueError: on a value outside its range, or an unknown backend.
+        NotImplementedError: for ``backend: torch`` (not implemented yet).
+    """
+    values = to_dict(params) if is_dataclass(params) else dict(params)
+    backend = values.get("backend", "opencv")
+    if backend == "torch":
+        raise NotImplementedError("flow.backend 'torch' is not implemented yet; use 'opencv' or 'auto'")
+    if backend not in BACKENDS:
+        raise ValueError(f"flow.backend must be one of {', '.join(BACKENDS)}, torch; got {backend!r}")
+    missing = [k for k in TVL1_KEYWORDS if k not in values]
+    if missing:
+        raise KeyError(f"flow params lack TV-L1 keys {missing}; need {list(TVL1_KEYWORDS)}")
+    for key, (ok, allowed) in _RULES.items():
+        if not ok(values[key]):
+            raise ValueError(f"flow.{key} must be {allowed}; got {values[key]!r}")
+    return {k: values[k] for k in TVL1_KEYWORDS}
+
+
+def _tvl1(params: dict[str, Any]) -> Any:
+    """This process's OpenCV TV-L1 object for ``params`` (built once, reused)."""
+    key = (os.getpid(), *sorted(params.items()))
+    if key not in _tvl1_cache:
+        kwargs = {TVL1_KEYWORDS[k]: v for k, v in params.items()}
+        _tvl1_cache[key] = cv2.optflow.DualTVL1OpticalFlow_create(**kwargs)
+    return _tvl1_cache[key]
+
+
+def compute_flow(prev: np.ndarray, next: np.ndarray, params: FlowConfig | Mapping[str, Any]) -> np.ndarray:
+    """TV-L1 optical flow from ``prev`` to ``next`` (OpenCV ``DualTVL1OpticalFlow``).
+
+    Args:
+        prev: ``(H, W) uint8`` grayscale frame at time t.
+        next: ``(H, W) uint8`` grayscale frame at time t + 1.
+        params: a ``FlowConfig`` or a mapping with its TV-L1 keys (see ``tvl1_params``).
+
+    Returns:
+        ``(H, W, 2) float32`` displacement in pixels of each pixel of ``prev``:
+        channel 0 = x (right positive), 1 = y (down positive).
+
+    Raises:
+        ValueError: if the frames are not two ``(H, W) uint8`` arrays of one shape, or
+            on bad params (see ``tvl1_params``).
+    """
+    for name, frame in (("prev", prev), ("next", next)):
+        if frame.ndim != 2 or frame.dtype != np.uint8:
+            raise ValueError(f"{name} must be an (H, W) uint8 grayscale frame; "
+                             f"got {frame.shape} {frame.dtype}")
+    if prev.shape != next.shape:
+        raise ValueError(f"prev and next must have one shape; got {prev.shape} and {next.shape}")
+    return _tvl1(tvl1_params(params)).calc(prev, next, None)
+
+
+def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
+    """Quantise flow like denseflow: ``floor(255 * (clip(v, -b, b) + b) / (2b) + 0.5)``.
+
+    Zero motion maps to 128, ``-b`` to 0, ``+b`` to 255; the step is ``2b / 255``.
+
+    Args:
+        flow: ``(..., 2) float32`` displacements in pixels.
+        bound: ``b > 0``, in pixels.
+
+    Returns:
+        ``uint8`` array of the same shape.
+
+    Raises:
+        ValueError: if ``bound`` is not positive or the flow has a NaN or infinity.
+    """
+    if not bound > 0:
+        raise ValueError(f"flow.bound must be > 0; got {bound!r}")
+    flow = np.asarray(flow, dtype=np.float32)
+    if not np.isfinite(flow).all():
+        raise ValueError(f"flow has {int((~np.isfinite(flow)).sum())} non-finite values")
+    scaled = (np.clip(flow, -bound, bound) + np.float32(bound)) * np.float32(255 / (2 * bound))
+    return np.floor(scaled + np.float32(0.5)).astype(np.uint8)
+
+
+def dequantize(q: np.ndarray, bound: float) -> np.ndarray:
+    """Inverse of ``quantize``: ``q * 2b / 255 - b`` (error <= ``b / 255`` inside the bound).
+
+    Args:
+        q: ``(..., 2) uint8`` quantised flow.
+        bound: the ``b`` it was quantised with.
+
+    Returns:
+        ``float32`` array of the same shape, in pixels.
+
+    Raises:
+        ValueError: if ``bound`` is not positive.
+    """
+    if not bound > 0:
+        raise ValueError(f"flow.bound must be > 0; got {bound!r}")
+    return np.asarray(q, dtype=np.float32) * np.float32(2 * bound / 255) - np.float32(bound)
+
+
+def colour_wheel() -> np.ndarray:
+    """The Middlebury flow colour wheel: 55 hues red, yellow, green, cyan, blue, magenta.
+
+    Returns:
+        ``(55, 3) float32`` RGB in 0..1; entry 0 is red, the hue of rightward motion.
+    """
+    keys = [(1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1), (1, 0, 1), (1, 0, 0)]
+    steps = [15, 6, 4, 11, 13, 6]  # Middlebury's segment lengths (perceptually even-ish)
+    ramps = [np.array(a, np.float32) + np.outer(np.arange(n) / n, np.subtract(b, a)).astype(np.float32)
+             for a, b, n in zip(keys, keys[1:], steps)]
+    return np.concatenate(ramps).astype(np.float32)
+
+
+def flow_to_hsv(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
+    """Colour-code a flow field (Middlebury style): hue = direction, saturation = magnitude.
+
+    Zero motion is white; a motion of ``max_magnitude`` has the wheel's full colour
+    (rightward red); faster motion is the full colour darkened to 75%.
+
+    Args:
+        flow: ``(H, W, 2) float32``, x right-positive, y down-positive.
+        max_magnitude: magnitude of full saturation; None = the field's largest (or 1
+            if it is all zero).
+
+    Returns:
+        ``(H, W, 3) uint8`` RGB.
+
+    Raises:
+        ValueError: if ``flow`` is not ``(H, W, 2)`` or ``max_magnitude`` is not positive.
+    """
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow must be (H, W, 2); got {flow.shape}")
+    u, v = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
+    magnitude = np.hypot(u, v)
+    if max_magnitude is None:
+        max_magnitude = float(magnitude.max()) or 1.0
+    if not max_magnitude > 0:
+        raise ValueError(f"max_magnitude must be > 0 or None; got {max_magnitude!r}")
+    wheel = colour_wheel()
+    n = len(wheel)
+    position = (np.arctan2(-v, -u) / np.pi + 1) / 2 * n  # 0 (and n) = rightward
+    k0 = np.floor(position).astype(np.int64) % n
+    frac = (position - np.floor(position))[..., None]
+    hue = (1 - frac) * wheel[k0] + frac * wheel[(k0 + 1) % n]
+    radius = (magnitude / np.float32(max_magnitude))[..., None]
+    colour = np.where(radius <= 1, 1 - radius * (1 - hue), hue * 0.75)
+    return np.floor(255 * colour + 0.5).astype(np.uint8)
+
+
+class _VideoFlow(NamedTuple):
+    """A worker's answer for one video: its quantised flow, or the reason it failed."""
+
+    vid: int
+    pairs: list[int]  # first resampled frame of each pair
+    flow: np.ndarray | None  # (P, H, W, 2) uint8; None on failure
+    reason: str | None  # None on success
+
+
+_worker: dict[str, Any] = {}  # per process: the frame store and params of the running stage
+
+
+def _start_context() -> multiprocessing.context.BaseContext:
+    """Where workers come from. Not "fork": a child forked after OpenCV ran a threaded call
+    can hang for good in its first OpenCV call (OpenCV 5 on Linux: 1 pool in 7 after a
+    parallel GaussianBlur). The fork server preloads this module, so a pool starts in 0.05 s
+    instead of 0.6 s once the server runs."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", __name__])
+    return ctx
+
+
+def _init_worker(frames_dir: str, cfg: FlowConfig) -> None:
+    cv2.setNumThreads(cfg.threads)
+    _worker.update(store=FrameStore(frames_dir), cfg=cfg)
+
+
+def video_flow(store: FrameStore, vid: int, kept: np.ndarray, pairs: list[int],
+               cfg: FlowConfig) -> np.ndarray:
+    """Quantised TV-L1 flow of the given pairs of one video.
+
+    Args:
+        store: the frames store.
+        vid: video id.
+        kept: ``(K,) int64`` native frame indices of its resampled frames.
+        pairs: resampled first frames ``k`` of the pairs ``(k, k + 1)``.
+        cfg: the ``flow`` params.
+
+    Returns:
+        ``(len(pairs), H, W, 2) uint8``.
+
+    Raises:
+        KeyError, IndexError: if the store lacks the video or a frame, or ``kept`` a pair's frame.
+    """
+    positions = sorted({p for k in pairs for p in (k, k + 1)})
+    rgb = store.read(vid, kept[positions])  # (N, H, W, 3) uint8
+    gray = {p: cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for p, frame in zip(positions, rgb)}
+    return np.stack([quantize(compute_flow(gray[k], gray[k + 1], cfg), cfg.bound) for k in pairs])
+
+
+def _flow_job(job: tuple[int, list[int], list[int]]) -> _VideoFlow:
+    """Worker: the flow of one video ``(vid, kept native indices, pairs)``, or why it failed."""
+    vid, kept, pairs = job
+    try:
+        flow = video_flow(_worker["store"], vid, np.asarray(kept, np.int64), pairs, _worker["cfg"])
+    except Exception as e:  # noqa: BLE001 - any failure is reported per video, never dropped
+        return _VideoFlow(vid, pairs, None, f"{type(e).__name__}: {e}")
+    return _VideoFlow(vid, pairs, flow, None)
+
+
+def _pool_size(workers: int, n_jobs: int) -> int:
+    """Processes that run ``n_jobs`` videos; 1 = in this process."""
+    return max(1, min(workers, n_jobs))
+
+
+@contextlib.contextmanager
+def _computed(jobs: list[tuple], frames_dir: str, cfg: FlowConfig,
+              processes: int) -> Iterator[Iterator[_VideoFlow]]:
+    """``_flow_job`` over ``jobs`` in job order, from ``processes`` workers (1 = this process)."""
+    if processes == 1:
+        threads = cv2.getNumThreads()
+        _init_worker(frames_dir, cfg)
+        try:
+            yield map(_flow_job, jobs)
+        finally:
+            _worker.pop("store").close()
+            cv2.setNumThreads(threads)
+        return
+    with _start_context().Pool(processes, initializer=_init_worker, initargs=(frames_dir, cfg)) as pool:
+        yield pool.imap(_flow_job, jobs, chunksize=1)
+
+
+class _ShardWriter:
+    """Appends videos' flow to ``flow-NNNNN.h5`` files, ``per_shard`` videos per file."""
+
+    def __init__(self, out_dir: Path, per_shard: int) -> None:
+        self.out_dir, self.per_shard = out_dir, per_shard
+        self.n_written = 0
+        self._file: h5py.File | None = None
+
+    def add(self, result: _VideoFlow) -> dict[str, Any]:
+        """Write one video's flow; returns its ``meta.json`` entry."""
+        shard = SHARD_NAME.format(self.n_written // self.per_shard)
+        if self.n_written % self.per_shard == 0:
+            self.close()
+            self._file = h5py.File(self.out_dir / shard, "w", libver=LIBVER)
+        name = dataset_name(result.vid)
+        ds = self._file.create_dataset(
+            name, data=result.flow, chunks=(1, *result.flow.shape[1:]), compression="gzip",
+            compression_opts=GZIP_LEVEL, track_times=False,
+        )
+        ds.attrs["pairs"] = np.asarray(result.pairs, dtype=np.int64)
+        self.n_written += 1
+        return {"shard": shard, "dataset": name, "pairs": list(result.pairs)}
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _check_config(cfg: FlowConfig, clip: ClipConfig) -> None:
+    tvl1_params(cfg)
+    if not cfg.bound > 0:
+        raise ValueError(f"flow.bound must be > 0 (pixels); got {cfg.bound!r}")
+    if cfg.threads < 1:
+        raise ValueError(f"flow.threads must be >= 1 (OpenCV threads per worker); got {cfg.threads}")
+    needed_pairs(clip.frames, clip.frames, clip.step, cfg.stack)  # raises on a bad stack or clip
+
+
+def _clear(out_dir: Path) -> None:
+    """Remove what an earlier run wrote, so no stale shard survives a smaller run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*out_dir.glob("flow-*.h5"), out_dir / META_NAME]:
+        old.unlink(missing_ok=True)
+
+
+def _plan(kept: dict[int, np.ndarray], cfg: FlowConfig,
+          clip: ClipConfig) -> tuple[list[tuple], list[_VideoFlow]]:
+    """Jobs ``(vid, kept, pairs)`` in id order, and failures for videos no clip fits in."""
+    jobs, no_pairs = [], []
+    for vid in sorted(kept):
+        pairs = needed_pairs(len(kept[vid]), clip.frames, clip.step, cfg.stack)
+        if pairs:
+            jobs.append((vid, kept[vid].tolist(), pairs))
+        else:
+            reason = f"{len(kept[vid])} resampled frames hold no clip of {clip.frames} frames"
+            no_pairs.append(_VideoFlow(vid, [], None, reason))
+    return jobs, no_pairs
+
+
+def _failure(index: list[dict[str, Any]], result: _VideoFlow) -> dict[str, Any]:
+    """Report entry of a failed video (logged as a warning)."""
+    record = index[result.vid] if 0 <= result.vid < len(index) else {"path": None, "class": None}
+    log.warning("video %d (%s): %s", result.vid, record["path"], result.reason)
+    return {"id": result.vid, "path": record["path"], "class": record["class"], "reason": result.reason}
+
+
+def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
+                 resample_path: str | os.PathLike, out_dir: str | os.PathLike,
+                 report_path: str | os.PathLike, cfg: FlowConfig, clip: ClipConfig) -> dict[str, Any]:
+    """Compute, quantise and store the TV-L1 flow of every pair some clip needs.
+
+    Args:
+        index_path: ``data/index.json`` (paths and classes for the report).
+        frames_dir: the ``frames`` stage's folder.
+        resample_path: ``data/resample.json``; its videos are the ones processed.
+        out_dir: folder for the shards and ``meta.json`` (earlier ones are removed).
+        report_path: JSON report: counts, pairs, seconds, and every failed video with a reason.
+        cfg: the ``flow`` params (``threads`` OpenCV threads in each of ``workers`` processes).
+        clip: the ``clip`` params (which pairs are needed).
+
+    Returns:
+        The report written to ``report_path``.
+
+    Raises:
+        ValueError: on bad params.
+    """
+    _check_config(cfg, clip)
+    start = time.perf_counter()
+    index, kept = read_index(index_path), read_resample(resample_path)
+    with FrameStore(frames_dir) as store:
+        width, height, per_shard = store.width, store.height, store.params["videos_per_shard"]
+    jobs, no_pairs = _plan(kept, cfg, clip)
+    failed = [_failure(index, result) for result in no_pairs]
+    out_dir, videos = Path(out_dir), {}
+    _clear(out_dir)
+    writer, processes = _ShardWriter(out_dir, per_shard), _pool_size(resolve_workers(cfg.workers), len(jobs))
+    try:
+        with _computed(jobs, str(frames_dir), cfg, processes) as results, logging_redirect_tqdm():
+            for result in tqdm(results, total=len(jobs), desc="flow", unit="video"):
+                if result.reason is None:
+                    videos[str(result.vid)] = writer.add(result)
+                else:
+                    failed.append(_failure(index, result))
+    finally:
+        writer.close()
+    write_json(out_dir / META_NAME, {
+        "layout": LAYOUT, "quantisation": QUANTISATION, "storage": STORAGE,
+        "params": {k: v for k, v in to_dict(cfg).items() if k not in EXECUTION_KEYS},
+        "clip": to_dict(clip), "width": width, "height": height, "videos": videos})
+    seconds = time.perf_counter() - start
+    n_pairs = sum(len(v["pairs"]) for v in videos.values())
+    report = {
+        "counts": {"videos": len(kept), "stored": len(videos), "failed": len(failed)},
+        "pairs": n_pairs, "seconds": round(seconds, 3), "pairs_per_second": round(n_pairs / seconds, 2),
+        "workers": processes, "threads": cfg.threads, "failed": sorted(failed, key=lambda f: f["id"]),
+    }
+    write_json(report_path, report)
+    return report
+
+
+class FlowStore:
+    """Read access to the ``flow`` stage's output folder.
+
+    HDF5 files open lazily, one handle per shard per process, as ``FrameStore`` does:
+    safe to build before a fork, and it pickles without handles.
+    """
+
+    def __init__(self, flow_dir: str | os.PathLike) -> None:
+        """Read ``meta.json`` of ``flow_dir``.
+
+        Raises:
+            FileNotFoundError: if ``flow_dir`` has no ``meta.json``.
+        """
+        self.root = Path(flow_dir)
+        with open(self.root / META_NAME, encoding="utf-8") as f:
+            meta = json.load(f)
+        self.params: dict[str, Any] = meta["params"]
+        self.bound: float = float(meta["params"]["bound"])
+        self.stack: int = int(meta["params"]["stack"])
+        self.width: int = meta["width"]
+        self.height: int = meta["height"]
+        self._videos = {int(k): v for k, v in meta["videos"].items()}
+        self._rows = {vid: {k: row for row, k in enumerate(v["pairs"])} for vid, v in self._videos.items()}
+        self._files: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    @property
+    def video_ids(self) -> list[int]:
+        """Ids (index positions) of the videos with stored flow, ascending."""
+        return sorted(self._videos)
+
+    def __len__(self) -> int:
+        return len(self._videos)
+
+    def __contains__(self, vid: object) -> bool:
+        return vid in self._videos
+
+    def pairs(self, vid: int) -> list[int]:
+        """First resampled frames ``k`` of the stored pairs ``(k, k + 1)`` of ``vid``, increasing.
+
+        Raises:
+            KeyError: if the video has no stored flow.
+        """
+        if vid not in self._videos:
+            raise KeyError(f"video {vid!r} has no flow in {self.root} ({len(self)} videos stored; "
+                           f"failed ones are listed in the flow report)")
+        return list(self._videos[vid]["pairs"])
+
+    def read(self, vid: int, pairs: list[int] | np.ndarray) -> np.ndarray:
+        """Quantised flow of some pairs of a video (``dequantize(q, store.bound)`` for pixels).
+
+        Args:
+            vid: video id.
+            pairs: first resampled frames ``k`` of the pairs ``(k, k + 1)``; any order, repeats allowed.
+
+        Returns:
+            ``(len(pairs), H, W, 2) uint8``; channel 0 = x, 1 = y; 128 = no motion.
+
+        Raises:
+            KeyError: if the video, or one of the pairs, is not stored (names it).
+        """
+        stored = self.pairs(vid)
+        rows_of = self._rows[vid]
+        missing = [int(k) for k in pairs if int(k) not in rows_of]
+        if missing:
+            raise KeyError(f"video {vid} has no stored flow pair(s) {missing}; stored pairs: {stored}")
+        if len(pairs) == 0:
+            return np.empty((0, self.height, self.width, 2), np.uint8)
+        rows = np.array([rows_of[int(k)] for k in pairs], dtype=np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing indices
+        return self._dataset(vid)[unique][inverse.reshape(-1)]
+
+    def _dataset(self, vid: int) -> h5py.Dataset:
+        if os.getpid() != self._pid:  # forked: the inherited handles belong to the parent
+            self._files, self._pid = {}, os.getpid()
+        entry = self._videos[vid]
+        if entry["shard"] not in self._files:
+            self._files[entry["shard"]] = h5py.File(self.root / entry["shard"], "r")
+        return self._files[entry["shard"]][entry["dataset"]]
+
+    def close(self) -> None:
+        """Close this process's HDF5 handles (they reopen on the next read)."""
+        if os.getpid() == self._pid:
+            for f in self._files.values():
+                f.close()
+        self._files = {}
+
+    def __enter__(self) -> FlowStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state

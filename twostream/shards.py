@@ -1,0 +1,397 @@
+"""Stage ``shards``: every clip of every video as one training sample per modality.
+
+On disk (``data/shards/``):
+
+- ``{rgb,sg3i,flow}/{train,val,test}-NNNNN.h5``: ``shards.clips_per_shard`` samples per
+  file, in (video, clip) order. Datasets: ``x`` (``LAYOUTS``), ``label``, ``video``
+  (index position) and ``clip`` (clip number in its video), each ``(N,) int64``.
+  Attributes: ``classes`` (JSON list, label order), ``modality``, ``layout``, ``params``
+  (JSON of the producing params). ``x`` has one sample per chunk, so a random read
+  touches one chunk; compression per modality as ``COMPRESSION`` says.
+- ``summary.json``: samples per modality and role, bytes per sample, bytes on disk.
+
+Every file is byte-deterministic (fixed HDF5 ``libver``, no timestamps, fixed order).
+The stage also draws ``plots/previews/<class>.png``: RGB frame, SG3I image and first
+flow field of one clip per class, side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from twostream.clips import clip_starts, flow_pairs, middle_frame
+from twostream.config import ClipConfig, ShardsConfig, to_dict
+from twostream.flow import FlowStore, dequantize, flow_to_hsv
+from twostream.frames import LIBVER, FrameStore
+from twostream.hmdb51 import read_index, write_json
+from twostream.resample import read_resample
+from twostream.sg3i import SG3IStore
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("rgb", "sg3i", "flow")
+ROLES = ("train", "val", "test")
+SHARD_NAME = "{role}-{number:05d}.h5"
+SUMMARY_NAME = "summary.json"
+LAYOUTS = {
+    "rgb": "(N, H, W, 3) uint8 RGB: the clip's middle frame",
+    "sg3i": "(N, H, W, 3) uint8: grayscale first, middle, last frame of the clip as channels 0, 1, 2",
+    "flow": "(N, H, W, 2L) uint8 quantised flow: x0, y0, x1, y1, ... in time order; 128 = no motion",
+}
+# HDF5 filter per modality, measured on the demo's 3,240 clips (64x64; chunk = 1 sample;
+# 3,000 random single-sample reads, one process): flow is mostly near 128 and gzip
+# stores it in 10% of its size (gzip-1: 13%, lzf: 23%) at 17k reads/s instead of 52k
+# raw, still far above what training consumes; on the noisy RGB and SG3I images gzip-1
+# keeps 79% and 69% of the bytes but makes reads 5x slower (7k/s vs 36-42k/s), so they
+# stay raw.
+COMPRESSION: dict[str, dict[str, Any]] = {
+    "rgb": {}, "sg3i": {}, "flow": {"compression": "gzip", "compression_opts": 4},
+}
+PREVIEW_CLASSES = 6  # previews: the first classes in label order, one clip each
+PREVIEW_SCALE = 3  # nearest-neighbour upscaling of the preview panels
+PREVIEW_LABEL_PX = 16
+
+
+class ShardsError(RuntimeError):
+    """A video to shard is missing from, or inconsistent with, a feature store."""
+
+
+@dataclass(frozen=True)
+class ClipVideo:
+    """One video to shard: its index entry and clip starts (resampled frame positions)."""
+
+    vid: int
+    label: int
+    kept: np.ndarray  # (K,) int64 native indices of its resampled frames
+    starts: list[int]
+
+
+def pairs_to_channels(flow: np.ndarray) -> np.ndarray:
+    """Interleave a flow stack as channels: ``(..., L, H, W, 2)`` -> ``(..., H, W, 2L)``.
+
+    Channel ``2l`` is field ``l``'s x, channel ``2l + 1`` its y (x0, y0, x1, y1, ...).
+    """
+    moved = np.moveaxis(flow, -4, -2)  # (..., H, W, L, 2)
+    return np.ascontiguousarray(moved).reshape(*moved.shape[:-2], -1)
+
+
+def channels_to_pairs(x: np.ndarray) -> np.ndarray:
+    """Inverse of ``pairs_to_channels``: ``(..., H, W, 2L)`` -> ``(..., L, H, W, 2)``."""
+    split = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)  # (..., H, W, L, 2)
+    return np.ascontiguousarray(np.moveaxis(split, -2, -4))
+
+
+def class_names(index: list[dict[str, Any]]) -> list[str]:
+    """Class names in label order, from the index records.
+
+    Raises:
+        ValueError: if labels are not ``0..n-1`` with one name each.
+    """
+    names: dict[int, str] = {}
+    for record in index:
+        if names.setdefault(int(record["label"]), record["class"]) != record["class"]:
+            raise ValueError(f"label {record['label']} names two classes: {names[int(record['label'])]!r} "
+                             f"and {record['class']!r}")
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"labels must be 0..{len(names) - 1}; got {sorted(names)}")
+    return [names[label] for label in range(len(names))]
+
+
+def plan_roles(index: list[dict[str, Any]], kept: dict[int, np.ndarray],
+               clip: ClipConfig) -> dict[str, list[ClipVideo]]:
+    """The videos of ``resample.json`` per role (``ROLES``), in id order, with their clips."""
+    plan: dict[str, list[ClipVideo]] = {role: [] for role in ROLES}
+    for vid in sorted(kept):
+        record = index[vid]
+        if record["role"] in plan:
+            starts = clip_starts(len(kept[vid]), clip.frames, clip.step)
+            plan[record["role"]].append(ClipVideo(vid, int(record["label"]), kept[vid], starts))
+    return plan
+
+
+def check_stores(plan: dict[str, list[ClipVideo]], index: list[dict[str, Any]], sg3i: SG3IStore,
+                 flow: FlowStore, clip: ClipConfig, stack: int, bound: float) -> None:
+    """Every planned video must be in every store, and the stores must match the params.
+
+    Raises:
+        ShardsError: naming the missing or inconsistent videos (id and path) per store.
+    """
+    if (flow.stack, flow.bound) != (stack, bound):
+        raise ShardsError(f"the flow store {flow.root} has stack {flow.stack}, bound {flow.bound}; "
+                          f"params say flow.stack {stack}, flow.bound {bound}: re-run the flow stage")
+    if sg3i.params.get("clip") != to_dict(clip):
+        raise ShardsError(f"the SG3I store {sg3i.root} was made with clip {sg3i.params.get('clip')}; "
+                          f"params say clip {to_dict(clip)}: re-run the sg3i stage")
+    no_sg3i, no_flow, other_clips = [], [], []
+    for video in (v for videos in plan.values() for v in videos):
+        name = f"{video.vid} ({index[video.vid]['path']})"
+        if video.vid not in sg3i:
+            no_sg3i.append(name)
+        elif sg3i.n_clips(video.vid) != len(video.starts):
+            other_clips.append(f"{name}: {sg3i.n_clips(video.vid)} != {len(video.starts)}")
+        if video.vid not in flow:
+            no_flow.append(name)
+    found = [f"{len(bad)} videos {what}: {', '.join(bad[:20])}" for what, bad in (
+        (f"missing from the SG3I store {sg3i.root}", no_sg3i),
+        (f"missing from the flow store {flow.root}", no_flow),
+        (f"with other clip counts in the SG3I store {sg3i.root} (stored != planned)", other_clips)) if bad]
+    if found:
+        raise ShardsError("every train/val/test video of resample.json must be in every modality "
+                          "(the flow stage reports its failures); " + "; ".join(found))
+
+
+def video_samples(video: ClipVideo, frames: FrameStore, sg3i: SG3IStore, flow: FlowStore,
+                  clip: ClipConfig, stack: int) -> dict[str, np.ndarray]:
+    """The samples of every clip of one video, per modality.
+
+    Returns:
+        ``{"rgb": (C, H, W, 3), "sg3i": (C, H, W, 3), "flow": (C, H, W, 2L)}``, all uint8.
+    """
+    mids = [middle_frame(s, clip.frames) for s in video.starts]
+    pairs = [k for s in video.starts for k in flow_pairs(s, clip.frames, stack)]  # (C * L,)
+    fields = flow.read(video.vid, pairs)  # (C * L, H, W, 2)
+    stacked = fields.reshape(len(video.starts), stack, *fields.shape[1:])  # (C, L, H, W, 2)
+    return {"rgb": frames.read(video.vid, video.kept[mids]), "sg3i": sg3i.read(video.vid),
+            "flow": pairs_to_channels(stacked)}
+
+
+class ShardWriter:
+    """Writes the samples of one modality and role to ``<role>-NNNNN.h5`` files, in order.
+
+    Files hold ``per_shard`` samples (the last one the rest of ``total``); ``x`` is
+    filled as samples arrive, ``label``/``video``/``clip`` are written when a file closes.
+    ``files`` lists the paths written so far; ``n`` counts the samples added.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, role: str, modality: str, total: int,
+                 per_shard: int, classes: list[str], params: dict[str, Any]) -> None:
+        """Plan the files (nothing is written before ``add``).
+
+        Args:
+            out_dir: the modality's folder (must exist).
+            role: file name prefix (``train``, ``val``, ``test``).
+            modality: one of ``MODALITIES`` (sets ``layout`` and the compression).
+            total: samples this role will have; files are sized from it.
+            per_shard: samples per file (``shards.clips_per_shard``).
+            classes: class names in label order; params: the producing params (attributes).
+
+        Raises:
+            ValueError: on an unknown modality or ``per_shard`` < 1.
+        """
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+        if per_shard < 1:
+            raise ValueError(f"shards.clips_per_shard must be >= 1; got {per_shard}")
+        self.out_dir, self.role, self.modality = Path(out_dir), role, modality
+        self.total, self.per_shard, self.n = total, per_shard, 0
+        self.attrs = {"classes": json.dumps(classes), "modality": modality, "layout": LAYOUTS[modality],
+                      "params": json.dumps(params, sort_keys=True)}
+        self.files: list[Path] = []
+        self._file: h5py.File | None = None
+        self._ids: list[np.ndarray] = []
+
+    def add(self, x: np.ndarray, label: np.ndarray, video: np.ndarray, clip: np.ndarray) -> None:
+        """Append samples ``x (n, H, W, C) uint8`` with their ``(n,)`` label, video and clip.
+
+        Raises:
+            ValueError: past ``total`` samples, or on a sample shape other than the file's.
+        """
+        if self.n + len(x) > self.total:
+            raise ValueError(f"{self.modality}/{self.role}: {self.n + len(x)} samples, planned {self.total}")
+        ids = np.stack([label, video, clip], axis=1).astype(np.int64)  # (n, 3)
+        done = 0
+        while done < len(x):
+            if self.n % self.per_shard == 0:
+                self._open(x.shape[1:])
+            ds = self._file["x"]
+            if ds.shape[1:] != x.shape[1:]:
+                raise ValueError(f"{self.modality} sample of video {int(video[done])} is {x.shape[1:]}; "
+                                 f"this shard holds {ds.shape[1:]}")
+            at = self.n % self.per_shard
+            take = min(len(x) - done, self.per_shard - at)
+            ds[at:at + take] = x[done:done + take]
+            self._ids.append(ids[done:done + take])
+            done, self.n = done + take, self.n + take
+            if self.n % self.per_shard == 0 or self.n == self.total:
+                self._close_file()
+
+    def _open(self, sample_shape: tuple[int, ...]) -> None:
+        size = min(self.per_shard, self.total - self.n)
+        path = self.out_dir / SHARD_NAME.format(role=self.role, number=self.n // self.per_shard)
+        self._file = h5py.File(path, "w", libver=LIBVER)
+        self._file.create_dataset("x", (size, *sample_shape), np.uint8, chunks=(1, *sample_shape),
+                                  track_times=False, **COMPRESSION[self.modality])
+        for key, value in self.attrs.items():
+            self._file.attrs[key] = value
+        self.files.append(path)
+
+    def _close_file(self) -> None:
+        ids = np.concatenate(self._ids)
+        for column, name in enumerate(("label", "video", "clip")):
+            self._file.create_dataset(name, data=ids[:, column], track_times=False)
+        self._file.close()
+        self._file, self._ids = None, []
+
+    def close(self) -> None:
+        """Close an unfinished file (after an error); a complete writer has none open."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _write_role(out_dir: Path, role: str, videos: list[ClipVideo], stores: tuple, classes: list[str],
+                params: dict[str, Any], clip: ClipConfig, stack: int, per_shard: int) -> dict[str, int]:
+    """Write every modality of one role; returns samples per modality."""
+    total = sum(len(v.starts) for v in videos)
+    writers = {m: ShardWriter(out_dir / m, role, m, total, per_shard, classes, params) for m in MODALITIES}
+    try:
+        for video in tqdm(videos, desc=f"shards {role}", unit="video"):
+            samples = video_samples(video, *stores, clip, stack)
+            n = len(video.starts)
+            label, vid, number = np.full(n, video.label), np.full(n, video.vid), np.arange(n)
+            for modality, writer in writers.items():
+                writer.add(samples[modality], label, vid, number)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {m: w.n for m, w in writers.items()}
+
+
+def _clear(out_dir: Path) -> None:
+    """Remove what an earlier run wrote, so no stale shard survives a smaller run."""
+    for modality in MODALITIES:
+        (out_dir / modality).mkdir(parents=True, exist_ok=True)
+        for old in (out_dir / modality).glob("*.h5"):
+            old.unlink()
+    (out_dir / SUMMARY_NAME).unlink(missing_ok=True)
+
+
+def summarize(out_dir: Path, samples: dict[str, dict[str, int]], videos: dict[str, int]) -> dict[str, Any]:
+    """``summary.json``: samples per modality and role, bytes per sample, bytes on disk."""
+    on_disk = {m: sum(p.stat().st_size for p in sorted((out_dir / m).glob("*.h5"))) for m in MODALITIES}
+    n = {m: sum(samples[m].values()) for m in MODALITIES}
+    return {
+        "samples": samples, "videos": videos,
+        "bytes": on_disk, "total_bytes": sum(on_disk.values()),
+        "bytes_per_sample": {m: round(on_disk[m] / n[m], 1) if n[m] else None for m in MODALITIES},
+        "compression": {m: " ".join(str(v) for v in COMPRESSION[m].values()) or "none" for m in MODALITIES},
+    }
+
+
+def build_shards(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
+                 resample_path: str | os.PathLike, sg3i_dir: str | os.PathLike,
+                 flow_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                 previews_dir: str | os.PathLike, clip: ClipConfig, stack: int, bound: float,
+                 cfg: ShardsConfig) -> dict[str, Any]:
+    """Write the rgb, sg3i and flow shards of every train/val/test clip, and the previews.
+
+    Args:
+        index_path: ``data/index.json`` (roles, labels, class names).
+        frames_dir: the frames store (RGB middle frames).
+        resample_path: ``data/resample.json``: the videos to shard and their kept frames.
+        sg3i_dir: the SG3I store; flow_dir: the flow store.
+        out_dir: ``data/shards`` (earlier shards are removed).
+        previews_dir: folder for ``<class>.png`` previews (earlier ones are removed).
+        clip: clip geometry; stack: ``flow.stack`` (L); bound: ``flow.bound``.
+        cfg: the ``shards`` params.
+
+    Returns:
+        The summary written to ``<out_dir>/summary.json``.
+
+    Raises:
+        ShardsError: if a video is missing from a store, or the stores disagree with the params.
+        ValueError: on bad params or index labels.
+    """
+    index, kept = read_index(index_path), read_resample(resample_path)
+    classes, plan = class_names(index), plan_roles(index, kept, clip)
+    out_dir = Path(out_dir)
+    params = {"clip": to_dict(clip), "flow": {"stack": stack, "bound": bound}, "shards": to_dict(cfg)}
+    with FrameStore(frames_dir) as frames, SG3IStore(sg3i_dir) as sg3i, FlowStore(flow_dir) as flow:
+        check_stores(plan, index, sg3i, flow, clip, stack, bound)
+        _clear(out_dir)
+        written = {role: _write_role(out_dir, role, plan[role], (frames, sg3i, flow), classes, params,
+                                     clip, stack, cfg.clips_per_shard) for role in ROLES}
+        previews = {}
+        for video, number in pick_previews(plan, PREVIEW_CLASSES):
+            clips = video_samples(video, frames, sg3i, flow, clip, stack)
+            name = classes[video.label]
+            previews[name] = {"title": f"{name}: video {video.vid}, clip {number}",
+                              **{m: x[number] for m, x in clips.items()}}
+    write_previews(previews_dir, previews, bound)
+    samples = {m: {role: written[role][m] for role in ROLES} for m in MODALITIES}
+    summary = summarize(out_dir, samples, {role: len(plan[role]) for role in ROLES})
+    write_json(out_dir / SUMMARY_NAME, summary)
+    return summary
+
+
+def pick_previews(plan: dict[str, list[ClipVideo]], n: int) -> list[tuple[ClipVideo, int]]:
+    """``(video, clip)`` of the first ``n`` labels: each label's lowest-id video, its middle clip."""
+    first: dict[int, ClipVideo] = {}
+    for video in sorted((v for videos in plan.values() for v in videos), key=lambda v: v.vid):
+        first.setdefault(video.label, video)
+    return [(first[label], len(first[label].starts) // 2) for label in sorted(first)[:n]]
+
+
+def _labelled(panel: np.ndarray, text: str) -> np.ndarray:
+    """``(h, w, 3)`` RGB panel -> ``(h + PREVIEW_LABEL_PX, w, 3)`` with ``text`` under it."""
+    h, w = panel.shape[:2]
+    out = np.full((h + PREVIEW_LABEL_PX, w, 3), 255, np.uint8)
+    out[:h] = panel
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
+    scale *= min(1.0, (w - 4) / tw)
+    (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
+    cv2.putText(out, text, ((w - tw) // 2, h + (PREVIEW_LABEL_PX + th) // 2), font, scale, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def preview_image(title: str, rgb: np.ndarray, sg3i: np.ndarray, flow: np.ndarray, bound: float) -> np.ndarray:
+    """One clip side by side: RGB frame, SG3I image (time as R, G, B), first flow field (colour wheel).
+
+    Args:
+        title: text above the panels.
+        rgb: ``(H, W, 3) uint8``; sg3i: ``(H, W, 3) uint8``; flow: ``(H, W, 2L) uint8`` quantised.
+        bound: ``flow.bound`` to dequantise with.
+
+    Returns:
+        ``(H', W', 3) uint8`` RGB, panels scaled ``PREVIEW_SCALE``x (nearest).
+    """
+    field = dequantize(channels_to_pairs(flow)[0], bound)  # (H, W, 2) float32 pixels
+    panels = [(rgb, "RGB middle frame"), (sg3i, "SG3I: t0 t1 t2 = R G B"), (flow_to_hsv(field), "flow 1 (HSV)")]
+    h, w = rgb.shape[:2]
+    big = [_labelled(cv2.resize(p, (w * PREVIEW_SCALE, h * PREVIEW_SCALE), interpolation=cv2.INTER_NEAREST), t)
+           for p, t in panels]
+    gap = np.full((big[0].shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([big[0], gap, big[1], gap, big[2]], axis=1)
+    title_strip = _labelled(np.zeros((0, row.shape[1], 3), np.uint8), title)  # a label under nothing
+    return np.concatenate([title_strip, row], axis=0)
+
+
+def write_previews(previews_dir: str | os.PathLike, previews: dict[str, dict[str, Any]],
+                   bound: float) -> list[Path]:
+    """Write ``<class>.png`` per entry of ``{class: {"title": str, "rgb", "sg3i", "flow": sample}}``.
+
+    Earlier PNGs in ``previews_dir`` are removed first.
+    """
+    previews_dir = Path(previews_dir)
+    previews_dir.mkdir(parents=True, exist_ok=True)
+    for old in previews_dir.glob("*.png"):
+        old.unlink()
+    paths = []
+    for name, s in previews.items():
+        image = preview_image(s["title"], s["rgb"], s["sg3i"], s["flow"], bound)
+        paths.append(previews_dir / f"{name}.png")
+        if not cv2.imwrite(str(paths[-1]), np.ascontiguousarray(image[..., ::-1])):  # RGB -> BGR
+            raise OSError(f"cv2 could not write the preview {paths[-1]}")
+    return paths
