@@ -12,13 +12,23 @@ from conftest import run, set_params
 TINY = dict(
     demo_data=dict(classes=8, videos_per_class=5, seconds=1.5, width=64, height=48, workers=2),
     frames=dict(width=32, height=32, workers=2),
+    flow=dict(epsilon=0.1),
+    train=dict(crop=28, batch_size=16, workers=0),
+    spatial=dict(epochs=1),
+    temporal=dict(epochs=1),
 )
+# outputs whose bytes must not change when the stages run again (reports with
+# timings and training outputs are checked elsewhere)
+DATA_OUTS = ("data/demo", "data/index.json", "data/index_report.json", "data/frames",
+             "data/frames_report.json", "data/resample.json", "plots/contact_sheet.png",
+             "data/flow", "data/sg3i", "data/shards", "plots/previews")
 
 
 def lock_md5s(repo) -> dict[str, str]:
     """Output path -> md5 recorded in dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
+    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])
+            if o["path"] in DATA_OUTS}
 
 
 @pytest.mark.slow
@@ -41,6 +51,15 @@ def test_repro_tiny_pipeline(repo_copy):
     assert first == list(range(0, 45, 5))
     assert (repo_copy / "plots/contact_sheet.png").stat().st_size > 0
 
+    shards = json.loads((repo_copy / "data/shards/summary.json").read_text())
+    assert set(shards["samples"]) == {"rgb", "sg3i", "flow"}
+    for stream in ("spatial", "temporal"):
+        metrics = json.loads((repo_copy / f"metrics/{stream}.json").read_text())
+        for key in ("video_top1", "video_top5", "clip_top1", "mean_class_acc"):
+            assert 0.0 <= metrics[key] <= 1.0
+        assert metrics["n_videos"] == sum(e["role"] == "test" for e in index)
+        assert len(metrics["per_class"]) == 8
+
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
@@ -48,4 +67,5 @@ def test_repro_tiny_pipeline(repo_copy):
     # byte-identical outputs when every stage runs again
     before = lock_md5s(repo_copy)
     run(["dvc", "repro", "--force"], repo_copy)
+    assert sorted(before) == sorted(DATA_OUTS)
     assert lock_md5s(repo_copy) == before

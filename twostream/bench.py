@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--root", default="data/demo", help="folder of videos, or an index.json")
         p.add_argument("--params", default="params.yaml", help="params file for the frames section")
     flow = sub.add_parser("flow", help="flow stage vs one-process OpenCV TV-L1, pairs/s")
-    flow.add_argument("--pairs", type=int, default=48, help="frame pairs (whole videos, at least this many)")
+    flow.add_argument("--pairs", type=int, default=240, help="frame pairs (whole videos, at least this many)")
     flow.add_argument("--repeats", type=int, default=3, help="timed runs; medians are reported")
     flow.add_argument("--data", default="data", help="folder with index.json, frames/, resample.json")
     flow.add_argument("--params", default="params.yaml", help="params file (flow, clip, demo_data, frames)")
