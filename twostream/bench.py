@@ -51,7 +51,7 @@ from twostream.config import (
     ClipConfig, DemoConfig, FlowConfig, FramesConfig, ResampleConfig, load_params, resolve_workers, section,
 )
 from twostream.demo import render_dataset
-from twostream.flow import TVL1_KEYWORDS, extract_flow, tvl1_params
+from twostream.flow import TVL1_KEYWORDS, compute_flow, extract_flow, pool_context, tvl1_params
 from twostream.frames import DECODE_ROLES, META_NAME, FrameStore, encode_chunks, extract_frames
 from twostream.hmdb51 import VIDEO_SUFFIXES, read_index, write_json
 from twostream.resample import read_resample, resample_videos
@@ -317,38 +317,56 @@ def opencv_seconds(pairs: list[tuple], tvl1: dict[str, Any], threads: int) -> fl
         cv2.setNumThreads(previous)
 
 
+def pool_seconds(pairs: list[tuple], tvl1: dict[str, Any], processes: int) -> float:
+    """Seconds of TV-L1 over ``pairs`` split evenly over ``processes`` warm one-thread processes.
+
+    The stage's ceiling: no reading, quantising or storing, no pool start.
+    """
+    with pool_context().Pool(processes, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        pool.starmap(compute_flow, [(*pairs[0], tvl1)] * processes, chunksize=1)  # start and warm up
+        start = time.perf_counter()
+        share = math.ceil(len(pairs) / processes)
+        pool.starmap(compute_flow, [(*pair, tvl1) for pair in pairs], chunksize=share)
+        return time.perf_counter() - start
+
+
 def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
     """Pairs/s of the flow stage (process pool, params.yaml) and of one-process OpenCV TV-L1."""
     cfg, clip, demo = flow_params(args.params)
     cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("workers", "threads")
                                       if getattr(args, k) is not None})
     tvl1, default_threads = tvl1_params(cfg), cv2.getNumThreads()
-    stage_s, single_s, threaded_s = [], [], []
+    stage_s, single_s, threaded_s, limit_s = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         index_path, frames_dir, resample_path, source = flow_inputs(args, tmp, clip, cfg.stack, demo)
         pairs = gray_pairs(frames_dir, resample_path, clip, cfg.stack)
         out, report_path = tmp / "flow", tmp / "flow_report.json"
         report = extract_flow(index_path, frames_dir, resample_path, out, report_path, cfg, clip)  # warm-up
-        for _ in range(args.repeats):  # interleaved so that all three see the same machine load
+        for _ in range(args.repeats):  # interleaved so that all four see the same machine load
             start = time.perf_counter()
             extract_flow(index_path, frames_dir, resample_path, out, report_path, cfg, clip)
             stage_s.append(time.perf_counter() - start)
             single_s.append(opencv_seconds(pairs, tvl1, 1))
             threaded_s.append(opencv_seconds(pairs, tvl1, -1))
+            limit_s.append(pool_seconds(pairs, tvl1, report["workers"]))
         stored = sum(p.stat().st_size for p in out.glob("flow-*.h5"))
     n, (h, w) = len(pairs), pairs[0][0].shape
-    stage, single, threaded = (n / statistics.median(s) for s in (stage_s, single_s, threaded_s))
+    stage, single, threaded, limit = (n / statistics.median(s)
+                                      for s in (stage_s, single_s, threaded_s, limit_s))
     return {
         "bench": "flow", "source": source, "videos": report["counts"]["stored"], "pairs": n,
         "size": f"{w}x{h}", "tvl1": "opencv defaults" if tvl1 == opencv_tvl1_defaults() else tvl1,
         "workers": report["workers"], "threads": cfg.threads, "repeats": args.repeats,
         "stage_pairs_per_s": round(stage, 2), "single_core_pairs_per_s": round(single, 2),
         "opencv_threads_pairs_per_s": round(threaded, 2), "opencv_threads": default_threads,
+        "limit_pairs_per_s": round(limit, 2),
+        "limit": f"{report['workers']} warm one-thread processes of TV-L1 alone, on preloaded pairs",
         "ratio": round(stage / single, 3), "opencv_threads_ratio": round(threaded / single, 3),
-        "store_of_raw": round(stored / (n * h * w * 2), 3),
+        "limit_ratio": round(limit / single, 3), "store_of_raw": round(stored / (n * h * w * 2), 3),
         "seconds": {"stage": [round(t, 3) for t in stage_s], "single_core": [round(t, 3) for t in single_s],
-                    "opencv_threads": [round(t, 3) for t in threaded_s]},
+                    "opencv_threads": [round(t, 3) for t in threaded_s],
+                    "limit": [round(t, 3) for t in limit_s]},
     }
 
 
@@ -481,9 +499,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         data = ShardDataset(shard_dir, modality, "train", True, cfg.crop)
         steps = args.steps or len(data) // cfg.batch_size  # default: one epoch
         model = build_model(spec.model.backbone, data.num_classes, data.in_channels, "none", spec.model.hidden,
-                            spec.model.dropout).to(dist.device)
-        if dist.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+                            spec.model.dropout).to(dist.device, memory_format=torch.channels_last)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, steps, 1000)  # long schedule: lr stays near its peak
         criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -501,7 +517,8 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
                 seconds.append(time.perf_counter() - start)
     real, limit = (steps * cfg.batch_size / statistics.median(s) for s in (real_s, limit_s))
     return {"bench": "train", "stream": args.stream, "modality": modality, "source": source,
-            "samples": len(data), "shape": list(shape), "backbone": spec.model.backbone, "optimizer": cfg.optimizer,
+            "samples": len(data), "shape": list(shape), "backbone": spec.model.backbone,
+            "optimizer": cfg.optimizer,
             "device": str(dist.device), "workers": cfg.workers, "torch_threads": torch.get_num_threads(),
             "steps": steps, "repeats": args.repeats, "real_samples_per_s": round(real, 1),
             "limit_samples_per_s": round(limit, 1), "ratio": round(real / limit, 3),
