@@ -16,7 +16,7 @@ import pytest
 from twostream.clips import needed_pairs
 from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig
 from twostream.flow import (
-    FlowStore, colour_wheel, compute_flow, dequantize, extract_flow, flow_to_hsv, quantize,
+    FlowStore, compute_flow, dequantize, extract_flow, quantize,
 )
 from twostream.frames import extract_frames
 from twostream.resample import resample_videos
@@ -25,7 +25,7 @@ from twostream.video import write_video
 # OpenCV's own TV-L1 parameters, as params.yaml has them
 OPENCV = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
                     inner_iterations=30, outer_iterations=10, scale_step=0.8, gamma=0.0,
-                    median_filtering=5, bound=20.0, stack=2, workers=1, threads=1)
+                    median_filtering=5, backend="opencv", bound=20.0, stack=2, workers=1, threads=1)
 FAST = dataclasses.replace(OPENCV, epsilon=0.1, nscales=3)  # relaxed: a few ms per 32x32 pair
 CLIP = ClipConfig(frames=3, step=6)
 
@@ -61,10 +61,12 @@ def test_params_as_mapping_and_backend_checked():
     np.testing.assert_array_equal(as_config, as_mapping)
     np.testing.assert_array_equal(compute_flow(image, moved, {**fast, "backend": "auto"}),
                                   as_config)
-    with pytest.raises(ValueError, match="backend must be one of opencv, auto, torch; got 'cuda'"):
+    with pytest.raises(ValueError, match="backend must be one of opencv, torch, auto; got 'cuda'"):
         compute_flow(image, moved, {**fast, "backend": "cuda"})
-    with pytest.raises(NotImplementedError, match="torch"):
-        compute_flow(image, moved, {**fast, "backend": "torch"})
+    by_torch = compute_flow(image, moved, {**fast, "backend": "torch"})
+    assert by_torch.shape == (32, 32, 2) and by_torch.dtype == np.float32
+    inner = (slice(6, -6), slice(6, -6))
+    assert np.abs(by_torch[inner] - as_config[inner]).max() < 0.05  # same algorithm, other arithmetic
     with pytest.raises(KeyError, match="inner_iterations"):
         compute_flow(image, moved, {k: v for k, v in fast.items() if k != "inner_iterations"})
     with pytest.raises(ValueError, match="flow.epsilon must be > 0; got 0"):
@@ -92,23 +94,6 @@ def test_quantize_exact_values_and_round_trip():
         quantize(field, 0)
     with pytest.raises(ValueError, match="1 non-finite"):
         quantize(np.array([np.nan, 0], np.float32), 20.0)
-
-
-def test_flow_to_hsv_colours():
-    assert colour_wheel().shape == (55, 3)
-    still = flow_to_hsv(np.zeros((4, 5, 2), np.float32))
-    assert still.shape == (4, 5, 3) and still.dtype == np.uint8
-    assert (still == 255).all()  # no motion is white
-    field = np.array([[[1, 0], [-1, 0], [0, -1], [0, 1], [0.5, 0], [2, 0]]], np.float32)
-    rgb = flow_to_hsv(field, max_magnitude=1.0)[0]
-    np.testing.assert_array_equal(rgb[0], [255, 0, 0])  # rightward: full red
-    np.testing.assert_array_equal(rgb[4], [255, 128, 128])  # half the magnitude: half saturated
-    np.testing.assert_array_equal(rgb[5], [191, 0, 0])  # beyond max_magnitude: darkened
-    assert len({tuple(c) for c in rgb[:4]}) == 4  # right, left, up, down: four hues
-    assert rgb[1, 0] == 0 and rgb[1, 2] == 255  # leftward is the opposite side: blue-cyan
-    np.testing.assert_array_equal(flow_to_hsv(field), flow_to_hsv(field, max_magnitude=2.0))
-    with pytest.raises(ValueError, match=r"\(H, W, 2\); got \(4, 2\)"):
-        flow_to_hsv(np.zeros((4, 2), np.float32))
 
 
 LENGTHS = {0: 18, 1: 8, 2: 13}  # frames at 6 fps: 3 clips, 1 clip, 2 clips
@@ -180,6 +165,30 @@ def test_stage_layout_store_and_determinism(dataset):
     again = run_stage(dataset, "flow_again", dataclasses.replace(FAST, workers=2, threads=2))
     assert again["workers"] == 2 and again["threads"] == 2
     assert digest(dataset / "flow_again") == digest(dataset / "flow")
+
+
+def test_stage_torch_backend_matches_opencv(dataset, monkeypatch):
+    """backend torch: same files and layout, flow within a quantisation step or so of OpenCV's."""
+    run_stage(dataset, "flow")
+    torch_cfg = dataclasses.replace(FAST, backend="torch")
+    report = run_stage(dataset, "flow_torch", torch_cfg)
+    assert report["counts"] == {"videos": 3, "stored": 3, "failed": 0} and report["pairs"] == 12
+    meta = json.loads((dataset / "flow_torch" / "meta.json").read_text())
+    assert meta["params"]["backend"] == "torch"
+    with FlowStore(dataset / "flow") as cv, FlowStore(dataset / "flow_torch") as pt:
+        for vid, n in LENGTHS.items():
+            pairs = needed_pairs(n, CLIP.frames, CLIP.step, FAST.stack)
+            a = dequantize(cv.read(vid, pairs), 20.0)[:, 4:-4, 4:-4]
+            b = dequantize(pt.read(vid, pairs), 20.0)[:, 4:-4, 4:-4]
+            assert np.abs(a - b).mean() < 0.05, vid  # one step is 40/255 = 0.157 px
+    # a GPU run batches pairs of several videos in one process: same results on CPU tensors
+    monkeypatch.setattr("twostream.flow._cuda", lambda: True)
+    batched = run_stage(dataset, "flow_batched", torch_cfg)
+    assert batched["workers"] == 1
+    with FlowStore(dataset / "flow_torch") as one, FlowStore(dataset / "flow_batched") as many:
+        for vid, n in LENGTHS.items():
+            pairs = needed_pairs(n, CLIP.frames, CLIP.step, FAST.stack)
+            np.testing.assert_array_equal(one.read(vid, pairs), many.read(vid, pairs))
 
 
 def test_failed_videos_are_reported(dataset):

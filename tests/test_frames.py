@@ -8,7 +8,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import zlib
 from pathlib import Path
 
 import h5py
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from twostream.config import FramesConfig
-from twostream.frames import FrameInfo, FramesError, FrameStore, encode_chunks, extract_frames
+from twostream.frames import FrameInfo, FramesError, FrameStore, extract_frames
 from twostream.video import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,24 +183,6 @@ def test_store_in_forked_and_spawned_workers(dataset, tmp_path):
         assert pool.map(_read_in_child, [store]) == [good[3].tobytes()]
     np.testing.assert_array_equal(store.read(3), good[3])  # the parent's handle is untouched
     store.close()
-
-
-def test_encode_chunks_compress_only_when_it_pays():
-    flat = np.full((3, 16, 16, 3), 7, np.uint8)
-    low_contrast = noise(3, 16, 16, 4) % 16  # 4 bits of entropy per byte: Huffman halves it
-    textured = noise(3, 16, 16, 5)  # incompressible
-    for frames in (flat, low_contrast, textured):
-        compression, chunks = encode_chunks(frames)
-        raw = [f.tobytes() for f in frames]
-        assert ([zlib.decompress(c) for c in chunks] if compression else chunks) == raw
-
-    def packed(frame: np.ndarray, strategy: int) -> bytes:
-        packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, strategy)
-        return packer.compress(frame.tobytes()) + packer.flush()
-
-    assert encode_chunks(flat) == ("gzip", [packed(f, zlib.Z_DEFAULT_STRATEGY) for f in flat])
-    assert encode_chunks(low_contrast) == ("gzip", [packed(f, zlib.Z_HUFFMAN_ONLY) for f in low_contrast])
-    assert encode_chunks(textured)[0] is None
 
 
 def test_bad_params_are_rejected(dataset, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -32,7 +33,10 @@ def lock_md5s(repo) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_repro_tiny_pipeline(repo_copy):
+def test_repro_tiny_pipeline(repo_copy, monkeypatch):
+    for who in ("AUTHOR", "COMMITTER"):  # `dvc exp run` commits; CI machines may have no git identity
+        monkeypatch.setenv(f"GIT_{who}_NAME", "t")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "t@t")
     set_params(repo_copy, **TINY)
     run(["dvc", "repro"], repo_copy)
 
@@ -59,6 +63,9 @@ def test_repro_tiny_pipeline(repo_copy):
             assert 0.0 <= metrics[key] <= 1.0
         assert metrics["n_videos"] == sum(e["role"] == "test" for e in index)
         assert len(metrics["per_class"]) == 8
+    fusion = json.loads((repo_copy / "metrics/fusion.json").read_text())
+    assert fusion["method"] == "average" and fusion["n_videos"] == metrics["n_videos"]
+    assert 0.0 <= fusion["video_top1"] <= 1.0 and len(fusion["per_class"]) == 8
 
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
@@ -69,3 +76,38 @@ def test_repro_tiny_pipeline(repo_copy):
     run(["dvc", "repro", "--force"], repo_copy)
     assert sorted(before) == sorted(DATA_OUTS)
     assert lock_md5s(repo_copy) == before
+
+    check_fusion_experiment(repo_copy)
+
+
+def exp_methods(rows: list[dict]) -> list[str]:
+    """The fusion ``method`` of every row of ``dvc exp show --json``, experiments included."""
+    found = []
+    for row in rows:
+        metrics = (row.get("data") or {}).get("metrics", {})
+        found.append(metrics.get("metrics/fusion.json", {}).get("data", {}).get("method"))
+        for exp in row.get("experiments") or []:
+            found += exp_methods(exp["revs"])
+    return found
+
+
+def check_fusion_experiment(repo) -> None:
+    """Commit the repro, run the experiment `fusion=network`: only `fuse` runs, and `dvc metrics diff`
+    and `dvc exp show` list the fusion metrics of both methods."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(git + ["add", "-A"], repo)
+    run(git + ["commit", "-qm", "repro"], repo)
+    exp = run(["dvc", "exp", "run", "-S", "fusion=network"], repo)
+    ran = re.findall(r"Running stage '([^']+)'", exp.stdout)
+    assert ran == ["fuse"], exp.stdout
+    diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], repo).stdout)["metrics/fusion.json"]
+    assert diff["method"]["old"] == "average" and diff["method"]["new"] == "network"
+    assert {"video_top1", "video_top5", "clip_top1", "mean_class_acc"} <= set(diff)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    assert exp_methods(shown) == ["network", "average", "network"]  # workspace, HEAD, the experiment
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
+    assert {"plots/fusion/confusion.csv", "plots/fusion/per_class.csv"} <= set(plots)
+    # predict with the experiment's models, on a video of the demo set
+    video = sorted((repo / "data" / "demo" / "videos").glob("*/*.avi"))[0]
+    doc = json.loads(run(["python", "-m", "twostream", "predict", str(video), "--json", "--top", "3"], repo).stdout)
+    assert doc["method"] == "network" and len(doc["top"]) == 3

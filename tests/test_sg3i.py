@@ -99,6 +99,9 @@ def test_stage_writes_every_clip_exactly(stores):
         expected = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames.read(1, native)], -1)
         np.testing.assert_array_equal(images[3], expected)
         np.testing.assert_array_equal(store.read(1, [1, 3]), images[[1, 3]])
+        np.testing.assert_array_equal(store.read(1, [3, 0, 0]), images[[3, 0, 0]])  # any order, repeats
+        with pytest.raises(IndexError, match=r"clip indices of video 1 must be in 0\.\.3; got \[4\]"):
+            store.read(1, [4])
         with pytest.raises(KeyError, match="video 7 is not in the SG3I store"):
             store.read(7)
     with h5py.File(stores / "sg3i" / "sg3i-00000.h5") as f:

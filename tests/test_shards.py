@@ -24,7 +24,7 @@ from twostream.video import write_video
 CLIP = ClipConfig(frames=3, step=2)
 # fast TV-L1 for 24x24 test frames (the values do not matter here, only where they go)
 FLOW = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=2, warps=2, epsilon=0.1, inner_iterations=5,
-                  outer_iterations=2, scale_step=0.5, gamma=0.0, median_filtering=1, bound=20.0, stack=2,
+                  outer_iterations=2, scale_step=0.5, gamma=0.0, median_filtering=1, backend="opencv", bound=20.0, stack=2,
                   workers=1, threads=1)
 # (class, role, frames at 30 fps): 6 resampled frames = 2 clips, 9 = 4 clips, 2 = too short
 VIDEOS = [("clap", "train", 30), ("jump", "train", 45), ("clap", "val", 30), ("wave", "test", 45),

@@ -126,6 +126,7 @@ class FlowConfig:
     scale_step: float  # pyramid downscale factor between levels
     gamma: float  # weight of the illumination-change term (0 = off)
     median_filtering: int  # median filter size applied to the flow between warps
+    backend: str  # opencv | torch (same algorithm in PyTorch, batched) | auto (torch when CUDA is there)
     bound: float  # quantisation bound in pixels: flow is clipped to [-bound, bound]
     stack: int  # L: flow fields per clip (2L channels), between consecutive resampled frames
     workers: int  # flow processes; 0 = all cores
@@ -168,3 +169,16 @@ class StreamConfig:
 class TemporalConfig:
     input: str  # motion input of the temporal stream: flow | sg3i
     epochs: int  # training epochs of the temporal stream
+
+
+@dataclass(frozen=True)
+class FuseConfig:
+    # the method is the top-level param `fusion` (average | network | svm); these are its settings
+    weights: list[float]  # average: weights of the spatial and temporal scores (normalised to sum 1)
+    hidden: int  # network: units of the hidden ReLU layer; 0 = none (multinomial logistic regression)
+    lr: float  # network: AdamW learning rate, one full-batch step per epoch
+    weight_decay: float  # network: AdamW decoupled weight decay
+    max_epochs: int  # network: most full-batch steps
+    patience: int  # network: stop this many steps after the best holdout loss
+    holdout: float  # network: share of each class's val videos held out for early stopping, in (0, 1)
+    svm_c: float  # svm: LinearSVC's C (larger = less regularisation)

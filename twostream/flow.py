@@ -11,47 +11,45 @@ On disk (``data/flow/``):
 - ``meta.json``: ``{"layout", "quantisation", "storage", "params", "clip", "width",
   "height", "videos": {"<id>": {"shard", "dataset", "pairs"}}}``.
 
-Only the pairs of ``clips.needed_pairs`` are computed (6 of the 17 of a 3-s video at
-6 fps with 3-frame clips every 6 frames, stack 2). Workers compute whole videos; the
+Only the pairs of ``clips.needed_pairs`` are computed (12 of the 17 of a 3-s video at
+6 fps with 3-frame clips every 3 frames, stack 2). Workers compute whole videos; the
 main process writes them in id order, so the files do not depend on the worker count.
 OpenCV's TV-L1 hardly uses threads (64x64: 116 ms per pair on one thread, 119 ms on
-two), so the stage parallelises over videos with one process per core.
+two), so the stage parallelises over videos with one process per core. The shard
+writing and the lazy per-process reading are ``twostream.h5store``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
 import time
 from dataclasses import is_dataclass
-from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
 import cv2
-import h5py
 import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from twostream.clips import needed_pairs
 from twostream.config import ClipConfig, FlowConfig, resolve_workers, to_dict
-from twostream.frames import LIBVER, FrameStore, dataset_name
+from twostream.frames import FrameStore
+from twostream.h5store import META_NAME, VideoShardWriter, VideoStore, clear_shards
 from twostream.hmdb51 import read_index, write_json
 from twostream.resample import read_resample
 
 log = logging.getLogger(__name__)
 
 SHARD_NAME = "flow-{:05d}.h5"
-META_NAME = "meta.json"
-GZIP_LEVEL = 1
+GZIP_LEVEL = 1  # h5py's gzip filter on every pair
 LAYOUT = "(P, H, W, 2) uint8; channel 0 = x (right +), 1 = y (down +); attribute pairs (P,) int64"
 QUANTISATION = "q = floor(255 * (clip(v, -bound, bound) + bound) / (2 * bound) + 0.5); zero = 128"
 STORAGE = {"chunk": "1 pair", "compression": f"gzip {GZIP_LEVEL}"}
 EXECUTION_KEYS = ("workers", "threads")  # flow params that do not change the output; kept out of meta.json
-BACKENDS = ("opencv", "auto")  # "auto" = the fastest implemented backend, OpenCV for now
+BACKENDS = ("opencv", "torch", "auto")  # "auto": torch when CUDA is available, else opencv
 # FlowConfig key -> keyword of cv2.optflow.DualTVL1OpticalFlow_create (note "innner")
 TVL1_KEYWORDS = {
     "tau": "tau", "lambda_": "lambda_", "theta": "theta", "nscales": "nscales", "warps": "warps",
@@ -83,14 +81,9 @@ def tvl1_params(params: FlowConfig | Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         KeyError: if a TV-L1 key is missing.
         ValueError: on a value outside its range, or an unknown backend.
-        NotImplementedError: for ``backend: torch`` (not implemented yet).
     """
     values = to_dict(params) if is_dataclass(params) else dict(params)
-    backend = values.get("backend", "opencv")
-    if backend == "torch":
-        raise NotImplementedError("flow.backend 'torch' is not implemented yet; use 'opencv' or 'auto'")
-    if backend not in BACKENDS:
-        raise ValueError(f"flow.backend must be one of {', '.join(BACKENDS)}, torch; got {backend!r}")
+    resolve_backend(values.get("backend", "opencv"))
     missing = [k for k in TVL1_KEYWORDS if k not in values]
     if missing:
         raise KeyError(f"flow params lack TV-L1 keys {missing}; need {list(TVL1_KEYWORDS)}")
@@ -98,6 +91,25 @@ def tvl1_params(params: FlowConfig | Mapping[str, Any]) -> dict[str, Any]:
         if not ok(values[key]):
             raise ValueError(f"flow.{key} must be {allowed}; got {values[key]!r}")
     return {k: values[k] for k in TVL1_KEYWORDS}
+
+
+def resolve_backend(backend: str) -> str:
+    """``opencv`` or ``torch`` for a ``flow.backend`` value (``auto``: torch when CUDA is available).
+
+    Raises:
+        ValueError: on a value outside ``BACKENDS``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"flow.backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "auto":
+        import torch  # here only: the OpenCV path does not pay for importing torch
+
+        return "torch" if torch.cuda.is_available() else "opencv"
+    return backend
+
+
+def _backend(params: FlowConfig | Mapping[str, Any]) -> str:
+    return resolve_backend(params.backend if is_dataclass(params) else params.get("backend", "opencv"))
 
 
 def _tvl1(params: dict[str, Any]) -> Any:
@@ -110,7 +122,11 @@ def _tvl1(params: dict[str, Any]) -> Any:
 
 
 def compute_flow(prev: np.ndarray, next: np.ndarray, params: FlowConfig | Mapping[str, Any]) -> np.ndarray:
-    """TV-L1 optical flow from ``prev`` to ``next`` (OpenCV ``DualTVL1OpticalFlow``).
+    """TV-L1 optical flow from ``prev`` to ``next``.
+
+    ``params["backend"]`` (or ``FlowConfig.backend``) picks OpenCV's ``DualTVL1OpticalFlow``
+    (``opencv``, the default) or the same algorithm in PyTorch (``torch``, ``twostream.tvl1``,
+    on CUDA when available); ``auto`` is torch when CUDA is available.
 
     Args:
         prev: ``(H, W) uint8`` grayscale frame at time t.
@@ -131,7 +147,12 @@ def compute_flow(prev: np.ndarray, next: np.ndarray, params: FlowConfig | Mappin
                              f"got {frame.shape} {frame.dtype}")
     if prev.shape != next.shape:
         raise ValueError(f"prev and next must have one shape; got {prev.shape} and {next.shape}")
-    return _tvl1(tvl1_params(params)).calc(prev, next, None)
+    tvl1 = tvl1_params(params)
+    if _backend(params) == "torch":
+        from twostream.tvl1 import tvl1_flow
+
+        return tvl1_flow(prev, next, tvl1)
+    return _tvl1(tvl1).calc(prev, next, None)
 
 
 def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
@@ -176,55 +197,6 @@ def dequantize(q: np.ndarray, bound: float) -> np.ndarray:
     return np.asarray(q, dtype=np.float32) * np.float32(2 * bound / 255) - np.float32(bound)
 
 
-def colour_wheel() -> np.ndarray:
-    """The Middlebury flow colour wheel: 55 hues red, yellow, green, cyan, blue, magenta.
-
-    Returns:
-        ``(55, 3) float32`` RGB in 0..1; entry 0 is red, the hue of rightward motion.
-    """
-    keys = [(1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1), (1, 0, 1), (1, 0, 0)]
-    steps = [15, 6, 4, 11, 13, 6]  # Middlebury's segment lengths (perceptually even-ish)
-    ramps = [np.array(a, np.float32) + np.outer(np.arange(n) / n, np.subtract(b, a)).astype(np.float32)
-             for a, b, n in zip(keys, keys[1:], steps)]
-    return np.concatenate(ramps).astype(np.float32)
-
-
-def flow_to_hsv(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """Colour-code a flow field (Middlebury style): hue = direction, saturation = magnitude.
-
-    Zero motion is white; a motion of ``max_magnitude`` has the wheel's full colour
-    (rightward red); faster motion is the full colour darkened to 75%.
-
-    Args:
-        flow: ``(H, W, 2) float32``, x right-positive, y down-positive.
-        max_magnitude: magnitude of full saturation; None = the field's largest (or 1
-            if it is all zero).
-
-    Returns:
-        ``(H, W, 3) uint8`` RGB.
-
-    Raises:
-        ValueError: if ``flow`` is not ``(H, W, 2)`` or ``max_magnitude`` is not positive.
-    """
-    if flow.ndim != 3 or flow.shape[2] != 2:
-        raise ValueError(f"flow must be (H, W, 2); got {flow.shape}")
-    u, v = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
-    magnitude = np.hypot(u, v)
-    if max_magnitude is None:
-        max_magnitude = float(magnitude.max()) or 1.0
-    if not max_magnitude > 0:
-        raise ValueError(f"max_magnitude must be > 0 or None; got {max_magnitude!r}")
-    wheel = colour_wheel()
-    n = len(wheel)
-    position = (np.arctan2(-v, -u) / np.pi + 1) / 2 * n  # 0 (and n) = rightward
-    k0 = np.floor(position).astype(np.int64) % n
-    frac = (position - np.floor(position))[..., None]
-    hue = (1 - frac) * wheel[k0] + frac * wheel[(k0 + 1) % n]
-    radius = (magnitude / np.float32(max_magnitude))[..., None]
-    colour = np.where(radius <= 1, 1 - radius * (1 - hue), hue * 0.75)
-    return np.floor(255 * colour + 0.5).astype(np.uint8)
-
-
 class _VideoFlow(NamedTuple):
     """A worker's answer for one video: its quantised flow, or the reason it failed."""
 
@@ -251,6 +223,10 @@ def pool_context() -> multiprocessing.context.BaseContext:
 
 def _init_worker(frames_dir: str, cfg: FlowConfig) -> None:
     cv2.setNumThreads(cfg.threads)
+    if _backend(cfg) == "torch":  # on CPU: one torch process per core, like OpenCV's
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     _worker.update(store=FrameStore(frames_dir), cfg=cfg)
 
 
@@ -271,12 +247,53 @@ def video_flow(store: FrameStore, vid: int, kept: np.ndarray, pairs: list[int],
     Raises:
         KeyError, IndexError: if the store lacks the video or a frame, or ``kept`` a pair's frame.
     """
+    prev, next_ = _gray_pairs(store, vid, kept, pairs)
+    params = tvl1_params(cfg)  # once per video: dataclass -> dict costs more than checking a dict
+    if _backend(cfg) == "torch":  # the video's pairs as one batch
+        from twostream.tvl1 import tvl1_flow
+
+        return quantize(tvl1_flow(prev, next_, params), cfg.bound)
+    return np.stack([quantize(compute_flow(a, b, params), cfg.bound) for a, b in zip(prev, next_)])
+
+
+def _gray_pairs(store: FrameStore, vid: int, kept: np.ndarray,
+                pairs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(P, H, W) uint8`` grayscale first and second frames of the pairs of one video."""
     positions = sorted({p for k in pairs for p in (k, k + 1)})
     # one read per frame: h5py's list indexing took 15 ms for 9 demo frames, single ones 0.3 ms each
-    rgb = {p: store.read(vid, [int(kept[p])])[0] for p in positions}  # (H, W, 3) uint8 each
-    gray = {p: cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for p, frame in rgb.items()}
-    params = tvl1_params(cfg)  # once per video: dataclass -> dict costs more than checking a dict
-    return np.stack([quantize(compute_flow(gray[k], gray[k + 1], params), cfg.bound) for k in pairs])
+    gray = {p: cv2.cvtColor(store.read(vid, [int(kept[p])])[0], cv2.COLOR_RGB2GRAY) for p in positions}
+    return np.stack([gray[k] for k in pairs]), np.stack([gray[k + 1] for k in pairs])
+
+
+def _torch_batches(jobs: list[tuple], frames_dir: str, cfg: FlowConfig,
+                   pairs_per_batch: int = 256) -> Iterator[_VideoFlow]:
+    """The torch backend on a GPU: one process, the pairs of several videos in each batch.
+
+    Yields ``_VideoFlow`` in job order; a video whose frames cannot be read fails alone.
+    """
+    from twostream.tvl1 import tvl1_flow
+
+    params = tvl1_params(cfg)
+    with FrameStore(frames_dir) as store:
+        start = 0
+        while start < len(jobs):
+            group, ready, n_pairs = [], [], 0
+            while start < len(jobs) and n_pairs < pairs_per_batch:
+                vid, kept, pairs = jobs[start]
+                start += 1
+                try:
+                    ready.append(_gray_pairs(store, vid, np.asarray(kept, np.int64), pairs))
+                except Exception as e:  # noqa: BLE001 - reported per video, never dropped
+                    group.append(_VideoFlow(vid, pairs, None, f"{type(e).__name__}: {e}"))
+                    continue
+                group.append(_VideoFlow(vid, pairs, None, None))
+                n_pairs += len(pairs)
+            flow = iter(())
+            if ready:
+                prev, next_ = (np.concatenate([r[i] for r in ready]) for i in (0, 1))
+                flow = iter(quantize(tvl1_flow(prev, next_, params, batch_size=pairs_per_batch), cfg.bound))
+            for item in group:
+                yield item if item.reason else item._replace(flow=np.stack([next(flow) for _ in item.pairs]))
 
 
 def _flow_job(job: tuple[int, list[int], list[int]]) -> _VideoFlow:
@@ -289,6 +306,12 @@ def _flow_job(job: tuple[int, list[int], list[int]]) -> _VideoFlow:
     return _VideoFlow(vid, pairs, flow, None)
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _pool_size(workers: int, n_jobs: int) -> int:
     """Processes that run ``n_jobs`` videos; 1 = in this process."""
     return max(1, min(workers, n_jobs))
@@ -298,6 +321,9 @@ def _pool_size(workers: int, n_jobs: int) -> int:
 def _computed(jobs: list[tuple], frames_dir: str, cfg: FlowConfig,
               processes: int) -> Iterator[Iterator[_VideoFlow]]:
     """``_flow_job`` over ``jobs`` in job order, from ``processes`` workers (1 = this process)."""
+    if _backend(cfg) == "torch" and _cuda():
+        yield _torch_batches(jobs, frames_dir, cfg)
+        return
     if processes == 1:
         threads = cv2.getNumThreads()
         _init_worker(frames_dir, cfg)
@@ -311,33 +337,11 @@ def _computed(jobs: list[tuple], frames_dir: str, cfg: FlowConfig,
         yield pool.imap(_flow_job, jobs, chunksize=1)
 
 
-class _ShardWriter:
-    """Appends videos' flow to ``flow-NNNNN.h5`` files, ``per_shard`` videos per file."""
-
-    def __init__(self, out_dir: Path, per_shard: int) -> None:
-        self.out_dir, self.per_shard = out_dir, per_shard
-        self.n_written = 0
-        self._file: h5py.File | None = None
-
-    def add(self, result: _VideoFlow) -> dict[str, Any]:
-        """Write one video's flow; returns its ``meta.json`` entry."""
-        shard = SHARD_NAME.format(self.n_written // self.per_shard)
-        if self.n_written % self.per_shard == 0:
-            self.close()
-            self._file = h5py.File(self.out_dir / shard, "w", libver=LIBVER)
-        name = dataset_name(result.vid)
-        ds = self._file.create_dataset(
-            name, data=result.flow, chunks=(1, *result.flow.shape[1:]), compression="gzip",
-            compression_opts=GZIP_LEVEL, track_times=False,
-        )
-        ds.attrs["pairs"] = np.asarray(result.pairs, dtype=np.int64)
-        self.n_written += 1
-        return {"shard": shard, "dataset": name, "pairs": list(result.pairs)}
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+def _write(writer: VideoShardWriter, result: _VideoFlow) -> dict[str, Any]:
+    """Write one video's flow; returns its ``meta.json`` entry."""
+    entry = writer.add(result.vid, result.flow, {"pairs": np.asarray(result.pairs, dtype=np.int64)},
+                       compression="gzip", compression_opts=GZIP_LEVEL)
+    return {**entry, "pairs": list(result.pairs)}
 
 
 def _check_config(cfg: FlowConfig, clip: ClipConfig) -> None:
@@ -347,13 +351,6 @@ def _check_config(cfg: FlowConfig, clip: ClipConfig) -> None:
     if cfg.threads < 1:
         raise ValueError(f"flow.threads must be >= 1 (OpenCV threads per worker); got {cfg.threads}")
     needed_pairs(clip.frames, clip.frames, clip.step, cfg.stack)  # raises on a bad stack or clip
-
-
-def _clear(out_dir: Path) -> None:
-    """Remove what an earlier run wrote, so no stale shard survives a smaller run."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("flow-*.h5"), out_dir / META_NAME]:
-        old.unlink(missing_ok=True)
 
 
 def _plan(kept: dict[int, np.ndarray], cfg: FlowConfig,
@@ -404,18 +401,16 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         width, height, per_shard = store.width, store.height, store.params["videos_per_shard"]
     jobs, no_pairs = _plan(kept, cfg, clip)
     failed = [_failure(index, result) for result in no_pairs]
-    out_dir, videos = Path(out_dir), {}
-    _clear(out_dir)
-    writer, processes = _ShardWriter(out_dir, per_shard), _pool_size(resolve_workers(cfg.workers), len(jobs))
-    try:
-        with _computed(jobs, str(frames_dir), cfg, processes) as results, logging_redirect_tqdm():
-            for result in tqdm(results, total=len(jobs), desc="flow", unit="video"):
-                if result.reason is None:
-                    videos[str(result.vid)] = writer.add(result)
-                else:
-                    failed.append(_failure(index, result))
-    finally:
-        writer.close()
+    out_dir, videos = clear_shards(out_dir, SHARD_NAME), {}
+    gpu = _backend(cfg) == "torch" and _cuda()  # one process feeding the GPU
+    processes = 1 if gpu else _pool_size(resolve_workers(cfg.workers), len(jobs))
+    with VideoShardWriter(out_dir, SHARD_NAME, per_shard) as writer, \
+            _computed(jobs, str(frames_dir), cfg, processes) as results, logging_redirect_tqdm():
+        for result in tqdm(results, total=len(jobs), desc="flow", unit="video"):
+            if result.reason is None:
+                videos[str(result.vid)] = _write(writer, result)
+            else:
+                failed.append(_failure(index, result))
     write_json(out_dir / META_NAME, {
         "layout": LAYOUT, "quantisation": QUANTISATION, "storage": STORAGE,
         "params": {k: v for k, v in to_dict(cfg).items() if k not in EXECUTION_KEYS},
@@ -431,12 +426,15 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     return report
 
 
-class FlowStore:
+class FlowStore(VideoStore):
     """Read access to the ``flow`` stage's output folder.
 
-    HDF5 files open lazily, one handle per shard per process, as ``FrameStore`` does:
-    safe to build before a fork, and it pickles without handles.
+    HDF5 files open lazily, one handle per shard per process, as ``FrameStore`` does
+    (see ``h5store.VideoStore``): safe to build before a fork, and it pickles without handles.
     """
+
+    missing_message = ("video {vid!r} has no flow in {root} ({n} videos stored; "
+                       "failed ones are listed in the flow report)")
 
     def __init__(self, flow_dir: str | os.PathLike) -> None:
         """Read ``meta.json`` of ``flow_dir``.
@@ -444,29 +442,13 @@ class FlowStore:
         Raises:
             FileNotFoundError: if ``flow_dir`` has no ``meta.json``.
         """
-        self.root = Path(flow_dir)
-        with open(self.root / META_NAME, encoding="utf-8") as f:
-            meta = json.load(f)
-        self.params: dict[str, Any] = meta["params"]
-        self.bound: float = float(meta["params"]["bound"])
-        self.stack: int = int(meta["params"]["stack"])
-        self.width: int = meta["width"]
-        self.height: int = meta["height"]
-        self._videos = {int(k): v for k, v in meta["videos"].items()}
+        super().__init__(flow_dir)
+        self.params: dict[str, Any] = self.meta["params"]
+        self.bound: float = float(self.params["bound"])
+        self.stack: int = int(self.params["stack"])
+        self.width: int = self.meta["width"]
+        self.height: int = self.meta["height"]
         self._rows = {vid: {k: row for row, k in enumerate(v["pairs"])} for vid, v in self._videos.items()}
-        self._files: dict[str, h5py.File] = {}
-        self._pid = os.getpid()
-
-    @property
-    def video_ids(self) -> list[int]:
-        """Ids (index positions) of the videos with stored flow, ascending."""
-        return sorted(self._videos)
-
-    def __len__(self) -> int:
-        return len(self._videos)
-
-    def __contains__(self, vid: object) -> bool:
-        return vid in self._videos
 
     def pairs(self, vid: int) -> list[int]:
         """First resampled frames ``k`` of the stored pairs ``(k, k + 1)`` of ``vid``, increasing.
@@ -474,10 +456,7 @@ class FlowStore:
         Raises:
             KeyError: if the video has no stored flow.
         """
-        if vid not in self._videos:
-            raise KeyError(f"video {vid!r} has no flow in {self.root} ({len(self)} videos stored; "
-                           f"failed ones are listed in the flow report)")
-        return list(self._videos[vid]["pairs"])
+        return list(self._entry(vid)["pairs"])
 
     def read(self, vid: int, pairs: list[int] | np.ndarray) -> np.ndarray:
         """Quantised flow of some pairs of a video (``dequantize(q, store.bound)`` for pixels).
@@ -497,34 +476,4 @@ class FlowStore:
         missing = [int(k) for k in pairs if int(k) not in rows_of]
         if missing:
             raise KeyError(f"video {vid} has no stored flow pair(s) {missing}; stored pairs: {stored}")
-        if len(pairs) == 0:
-            return np.empty((0, self.height, self.width, 2), np.uint8)
-        rows = np.array([rows_of[int(k)] for k in pairs], dtype=np.int64)
-        unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing indices
-        return self._dataset(vid)[unique][inverse.reshape(-1)]
-
-    def _dataset(self, vid: int) -> h5py.Dataset:
-        if os.getpid() != self._pid:  # forked: the inherited handles belong to the parent
-            self._files, self._pid = {}, os.getpid()
-        entry = self._videos[vid]
-        if entry["shard"] not in self._files:
-            self._files[entry["shard"]] = h5py.File(self.root / entry["shard"], "r")
-        return self._files[entry["shard"]][entry["dataset"]]
-
-    def close(self) -> None:
-        """Close this process's HDF5 handles (they reopen on the next read)."""
-        if os.getpid() == self._pid:
-            for f in self._files.values():
-                f.close()
-        self._files = {}
-
-    def __enter__(self) -> FlowStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_files"] = {}
-        return state
+        return self._read_rows(vid, [rows_of[int(k)] for k in pairs], "pair row")

@@ -15,31 +15,29 @@ On disk (``data/sg3i/``):
   {"shard", "dataset", "clips"}}}``.
 
 Every file is byte-deterministic: fixed HDF5 ``libver``, no timestamps, ids in order.
+The shard writing and the lazy per-process reading are ``twostream.h5store``'s.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import cv2
-import h5py
 import numpy as np
 from tqdm import tqdm
 
 from twostream.clips import clip_starts, sg3i_frames
 from twostream.config import ClipConfig, to_dict
-from twostream.frames import LIBVER, FrameStore, dataset_name
+from twostream.frames import FrameStore
+from twostream.h5store import META_NAME, VideoShardWriter, VideoStore, clear_shards
 from twostream.hmdb51 import read_index, write_json
 from twostream.resample import read_resample
 
 log = logging.getLogger(__name__)
 
 SHARD_NAME = "sg3i-{:05d}.h5"
-META_NAME = "meta.json"
 # Raw, as the shards stage keeps SG3I samples: on the demo's noisy 64x64 images gzip-1
 # keeps 69% of the bytes but makes random reads 5x slower (measured for the shards).
 COMPRESSION = None
@@ -106,19 +104,6 @@ def video_sg3i(store: FrameStore, kept: np.ndarray, vid: int, clip: ClipConfig) 
     return sg3i_images(frames, clip)
 
 
-def _write_video(f: h5py.File, vid: int, images: np.ndarray) -> None:
-    ds = f.create_dataset(dataset_name(vid), data=images, chunks=(1, *images.shape[1:]),
-                          compression=COMPRESSION, track_times=False)
-    ds.attrs["n_clips"] = np.int64(len(images))
-
-
-def _clear(out_dir: Path) -> None:
-    """Remove what an earlier run wrote, so no stale shard survives a smaller run."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("sg3i-*.h5"), out_dir / META_NAME]:
-        old.unlink(missing_ok=True)
-
-
 def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
                resample_path: str | os.PathLike, out_dir: str | os.PathLike,
                clip: ClipConfig) -> dict[str, Any]:
@@ -142,25 +127,15 @@ def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     bad = [vid for vid in kept if not 0 <= vid < len(index)]
     if bad:
         raise ValueError(f"{resample_path} names videos {bad} outside the index's 0..{len(index) - 1}")
-    out_dir = Path(out_dir)
-    _clear(out_dir)
-    videos, n_clips, f = {}, 0, None
-    with FrameStore(frames_dir) as store:
-        per_shard = int(store.params["videos_per_shard"])
-        try:
-            for n, vid in enumerate(tqdm(sorted(kept), desc="sg3i", unit="video")):
-                if n % per_shard == 0:
-                    if f is not None:
-                        f.close()
-                    f = h5py.File(out_dir / SHARD_NAME.format(n // per_shard), "w", libver=LIBVER)
-                images = video_sg3i(store, kept[vid], vid, clip)
-                _write_video(f, vid, images)
-                videos[str(vid)] = {"shard": Path(f.filename).name, "dataset": dataset_name(vid),
-                                    "clips": len(images)}
-                n_clips += len(images)
-        finally:
-            if f is not None:
-                f.close()
+    out_dir = clear_shards(out_dir, SHARD_NAME)
+    videos, n_clips = {}, 0
+    with FrameStore(frames_dir) as store, \
+            VideoShardWriter(out_dir, SHARD_NAME, int(store.params["videos_per_shard"])) as writer:
+        for vid in tqdm(sorted(kept), desc="sg3i", unit="video"):
+            images = video_sg3i(store, kept[vid], vid, clip)  # (C, H, W, 3) uint8
+            entry = writer.add(vid, images, {"n_clips": np.int64(len(images))}, compression=COMPRESSION)
+            videos[str(vid)] = {**entry, "clips": len(images)}
+            n_clips += len(images)
     meta = {"layout": LAYOUT, "params": {"clip": to_dict(clip)}, "videos": videos,
             "counts": {"videos": len(videos), "clips": n_clips}}
     write_json(out_dir / META_NAME, meta)
@@ -168,12 +143,14 @@ def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     return meta
 
 
-class SG3IStore:
+class SG3IStore(VideoStore):
     """Read access to the ``sg3i`` stage's folder.
 
     HDF5 files open lazily, one handle per shard per process (a store built before a fork
-    opens its own handles in each child); it pickles without handles.
+    opens its own handles in each child; see ``h5store.VideoStore``); it pickles without handles.
     """
+
+    missing_message = "video {vid!r} is not in the SG3I store {root} ({n} videos)"
 
     def __init__(self, sg3i_dir: str | os.PathLike) -> None:
         """Read ``meta.json`` of ``sg3i_dir``.
@@ -181,21 +158,8 @@ class SG3IStore:
         Raises:
             FileNotFoundError: if ``sg3i_dir`` has no ``meta.json``.
         """
-        self.root = Path(sg3i_dir)
-        with open(self.root / META_NAME, encoding="utf-8") as f:
-            meta = json.load(f)
-        self.params: dict[str, Any] = meta["params"]
-        self._videos = {int(k): v for k, v in meta["videos"].items()}
-        self._files: dict[str, h5py.File] = {}
-        self._pid = os.getpid()
-
-    @property
-    def video_ids(self) -> list[int]:
-        """Ids of the stored videos, ascending."""
-        return sorted(self._videos)
-
-    def __contains__(self, vid: object) -> bool:
-        return vid in self._videos
+        super().__init__(sg3i_dir)
+        self.params: dict[str, Any] = self.meta["params"]
 
     def n_clips(self, vid: int) -> int:
         """Number of clips stored for video ``vid`` (no HDF5 access).
@@ -205,48 +169,18 @@ class SG3IStore:
         """
         return int(self._entry(vid)["clips"])
 
-    def _entry(self, vid: int) -> dict[str, Any]:
-        try:
-            return self._videos[vid]
-        except KeyError:
-            raise KeyError(f"video {vid!r} is not in the SG3I store {self.root} "
-                           f"({len(self._videos)} videos)") from None
-
-    def read(self, vid: int, clips: list[int] | None = None) -> np.ndarray:
+    def read(self, vid: int, clips: list[int] | np.ndarray | None = None) -> np.ndarray:
         """SG3I images of video ``vid``.
 
         Args:
             vid: video id.
-            clips: clip numbers, increasing; None = all.
+            clips: clip numbers, any order, repeats allowed; None = all.
 
         Returns:
             ``(len(clips) or C, H, W, 3) uint8``.
 
         Raises:
             KeyError: if the video is not stored.
+            IndexError: if a clip number is outside ``0..C-1``.
         """
-        entry = self._entry(vid)
-        if os.getpid() != self._pid:  # forked: the inherited handles belong to the parent
-            self._files, self._pid = {}, os.getpid()
-        if entry["shard"] not in self._files:
-            self._files[entry["shard"]] = h5py.File(self.root / entry["shard"], "r")
-        ds = self._files[entry["shard"]][entry["dataset"]]
-        return ds[()] if clips is None else ds[list(clips)]
-
-    def close(self) -> None:
-        """Close this process's HDF5 handles (they reopen on the next read)."""
-        if os.getpid() == self._pid:
-            for f in self._files.values():
-                f.close()
-        self._files = {}
-
-    def __enter__(self) -> SG3IStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_files"] = {}
-        return state
+        return self._read_rows(vid, clips, "clip")

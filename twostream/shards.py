@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from twostream.clips import clip_starts, flow_pairs, middle_frame
 from twostream.config import ClipConfig, ShardsConfig, to_dict
-from twostream.flow import FlowStore, dequantize, flow_to_hsv
+from twostream.flow import FlowStore, dequantize
+from twostream.flowviz import flow_to_hsv
 from twostream.frames import LIBVER, FrameStore
 from twostream.hmdb51 import read_index, write_json
 from twostream.resample import read_resample

@@ -1,0 +1,105 @@
+"""Benchmarks of the pipeline's stages against their own lower limits.
+
+The command line of ``python -m twostream.bench <command> [options]``: one subcommand
+per benchmark, each printing ONE JSON line (see the package docstring for what each
+measures). Flags are added per benchmark group, next to each other here, so a new flag
+(say a ``--backend`` of ``flow``) goes into its group's function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from twostream.bench import tvl1
+from twostream.bench.flow import bench_flow
+from twostream.bench.frames import bench_decode, bench_store
+from twostream.bench.train import bench_loader, bench_train
+
+
+def _add_frames(sub: argparse._SubParsersAction) -> None:
+    """``decode`` and ``store``."""
+    decode = sub.add_parser("decode", help="frames stage vs ffmpeg -f null, frames/s")
+    decode.add_argument("--repeats", type=int, default=3, help="timed runs; medians are reported")
+    decode.set_defaults(func=bench_decode)
+    store = sub.add_parser("store", help="frame storage candidates: size and random-read speed")
+    store.add_argument("--videos", type=int, default=24, help="videos decoded for the test")
+    store.add_argument("--reads", type=int, default=2000, help="random single-frame reads timed")
+    store.set_defaults(func=bench_store)
+    for p in (decode, store):
+        p.add_argument("--root", default="data/demo", help="folder of videos, or an index.json")
+        p.add_argument("--params", default="params.yaml", help="params file for the frames section")
+
+
+def _add_flow(sub: argparse._SubParsersAction) -> None:
+    """``flow``."""
+    flow = sub.add_parser("flow", help="flow stage vs one-process OpenCV TV-L1, pairs/s "
+                                       "(--backend torch: torch TV-L1 vs OpenCV on all cores)")
+    flow.add_argument("--backend", default="opencv", choices=("opencv", "torch"),
+                      help="opencv: the stage's scaling over the cores; torch: the torch backend on the "
+                           "available device vs OpenCV on every core, at --size")
+    flow.add_argument("--pairs", type=int, help="frame pairs (whole videos, at least this many); "
+                                               "default 960 (opencv), 64 (torch)")
+    flow.add_argument("--repeats", type=int, default=3, help="timed runs; medians are reported")
+    flow.add_argument("--data", default="data", help="folder with index.json, frames/, resample.json")
+    flow.add_argument("--params", default="params.yaml", help="params file (flow, clip, demo_data, frames)")
+    flow.add_argument("--workers", type=int, help="override flow.workers (0 = all cores)")
+    flow.add_argument("--threads", type=int, help="override flow.threads (OpenCV threads per worker)")
+    tvl1.add_arguments(flow, skip=("--pairs", "--repeats", "--params"))
+    flow.set_defaults(func=_flow)
+
+
+def _flow(args: argparse.Namespace) -> dict:
+    """``bench flow``: the OpenCV stage's scaling, or the torch backend against OpenCV."""
+    if args.backend == "torch":
+        args.pairs = args.pairs or 64
+        return tvl1.run(args)
+    args.pairs = args.pairs or 960  # the stage starts a pool: fewer pairs would time mostly that
+    return bench_flow(args)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """``loader`` and ``train``."""
+    loader = sub.add_parser("loader", help="ShardDataset + DataLoader vs training steps, samples/s")
+    loader.add_argument("--modality", default="flow", choices=("rgb", "sg3i", "flow"))
+    loader.add_argument("--batch", type=int, default=32, help="batch size")
+    loader.add_argument("--seconds", type=float, default=10.0, help="timed seconds of each side")
+    loader.add_argument("--shards", default="data/shards", help="shard folder; synthetic shards if absent")
+    loader.add_argument("--crop", type=int, help="crop side; default 7/8 of the stored side")
+    loader.set_defaults(func=bench_loader)
+    train = sub.add_parser("train", help="train stage loop with its shard loader vs in-memory batches, samples/s")
+    train.add_argument("--stream", default="temporal", choices=("spatial", "temporal"))
+    train.add_argument("--steps", type=int, default=0, help="timed steps per repeat; 0 = one epoch")
+    train.add_argument("--repeats", type=int, default=3, help="timed runs of each side; medians are reported")
+    train.add_argument("--shards", default="data/shards", help="shard folder; synthetic shards if absent")
+    train.add_argument("--params", default="params.yaml", help="params file (model, train, temporal, base)")
+    train.add_argument("--workers", type=int, help="override train.workers")
+    train.add_argument("--threads", type=int, help="override train.threads")
+    train.add_argument("--batch-size", type=int, help="override train.batch_size")
+    train.set_defaults(func=bench_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m twostream.bench``: subcommands decode, store, flow, loader, train.
+
+    Returns:
+        A parser whose parsed namespace has ``func(args) -> dict`` (the benchmark to run).
+    """
+    parser = argparse.ArgumentParser(prog="python -m twostream.bench",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_frames(sub)
+    _add_flow(sub)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, run one benchmark and print its JSON line."""
+    args = build_parser().parse_args(argv)
+    print(json.dumps(args.func(args)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

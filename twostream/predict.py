@@ -1,0 +1,230 @@
+"""Top-K actions of one video file: the pipeline's own feature code, both streams, the fitted fusion.
+
+A new video goes through the functions the stages run, not copies of them:
+``video.read_video`` (frames stage) at ``frames.width x frames.height``,
+``resample.resample_indices`` at ``resample.fps``, then ``shards.video_samples`` (the
+shards stage's per-video sampling) over in-memory stand-ins for the three stores, which
+compute what the stores would hold with ``sg3i.video_sg3i`` and ``flow.video_flow``
+(the sg3i and flow stages' per-video functions). Each stream's samples then take the
+evaluation transform of training (``transforms.eval_preset``: centre crop, normalise),
+the checkpoint's network scores every clip, the fusion of ``models/fusion.pt`` (written
+by the ``fuse`` stage) fuses the clip scores, and the video's scores are their mean.
+
+Params (``frames``, ``resample``, ``clip``, ``flow``) come from ``params.yaml``; the
+checkpoints record the clip and flow quantisation params they were trained with, and a
+mismatch is an error rather than a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twostream.clips import clip_starts, needed_pairs
+from twostream.config import (
+    ClipConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, load_params, section, to_dict,
+)
+from twostream.engine import load_checkpoint, model_from_checkpoint
+from twostream.flow import video_flow
+from twostream.fusion import STREAMS, AverageFusion, Fusion, check_method, load_fusion
+from twostream.resample import resample_indices
+from twostream.sg3i import video_sg3i
+from twostream.shards import ClipVideo, video_samples
+from twostream.transforms import eval_preset
+from twostream.video import read_video
+
+log = logging.getLogger(__name__)
+
+VID = 0  # the id the one video has for the store stand-ins
+
+
+class PredictError(Exception):
+    """A problem a user can fix (missing model, params that do not match it, too short a video)."""
+
+
+class MemoryFrames:
+    """``FrameStore``'s read interface over the frames of one decoded video (id ``VID``)."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames = frames  # (T, H, W, 3) uint8 RGB at the working size
+        self.height, self.width = frames.shape[1:3]
+
+    def read(self, vid: int, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """``(len(indices) or T, H, W, 3) uint8`` frames of video ``VID``."""
+        assert vid == VID
+        return self.frames if indices is None else self.frames[np.asarray(indices, dtype=np.int64)]
+
+
+class MemorySG3I:
+    """``SG3IStore.read`` of one video: its SG3I images ``(C, H, W, 3) uint8``, computed on demand."""
+
+    def __init__(self, frames: MemoryFrames, kept: np.ndarray, clip: ClipConfig) -> None:
+        self.frames, self.kept, self.clip = frames, kept, clip
+
+    def read(self, vid: int) -> np.ndarray:
+        return video_sg3i(self.frames, self.kept, vid, self.clip)
+
+
+class MemoryFlow:
+    """``FlowStore.read`` of one video: quantised TV-L1 fields ``(P, H, W, 2) uint8`` of the
+    given pairs, computed on demand (each pair once) as the flow stage computes them."""
+
+    def __init__(self, frames: MemoryFrames, kept: np.ndarray, cfg: FlowConfig, clip: ClipConfig) -> None:
+        self.frames, self.kept, self.cfg, self.clip = frames, kept, cfg, clip
+
+    def read(self, vid: int, pairs: list[int]) -> np.ndarray:
+        unique = needed_pairs(len(self.kept), self.clip.frames, self.clip.step, self.cfg.stack)
+        fields = video_flow(self.frames, vid, self.kept, unique, self.cfg)  # (P, H, W, 2)
+        return fields[[unique.index(k) for k in pairs]]
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """The params of the feature stages, from ``params.yaml``."""
+
+    frames: FramesConfig
+    resample: ResampleConfig
+    clip: ClipConfig
+    flow: FlowConfig
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> FeatureParams:
+        return cls(section(params, "frames", FramesConfig), section(params, "resample", ResampleConfig),
+                   section(params, "clip", ClipConfig), section(params, "flow", FlowConfig))
+
+
+def clip_samples(path: str | os.PathLike, fp: FeatureParams) -> dict[str, np.ndarray]:
+    """Decode one video and build every clip's sample per modality, as the pipeline would.
+
+    Returns:
+        ``{"rgb": (C, H, W, 3), "sg3i": (C, H, W, 3), "flow": (C, H, W, 2L)}`` uint8.
+
+    Raises:
+        VideoError: if the file cannot be decoded.
+        PredictError: if the video is too short for one clip.
+    """
+    frames, fps = read_video(path, fp.frames.width, fp.frames.height)  # (T, H, W, 3) uint8
+    kept = resample_indices(len(frames), fps, fp.resample.fps)
+    starts = clip_starts(len(kept), fp.clip.frames, fp.clip.step)
+    if not starts:
+        raise PredictError(f"{path}: too short: {len(frames)} frames at {fps:g} fps keep {len(kept)} at "
+                           f"resample.fps {fp.resample.fps:g}; a clip needs clip.frames = {fp.clip.frames}")
+    store = MemoryFrames(frames)
+    video = ClipVideo(VID, -1, kept, starts)
+    return video_samples(video, store, MemorySG3I(store, kept, fp.clip), MemoryFlow(store, kept, fp.flow, fp.clip),
+                         fp.clip, fp.flow.stack)
+
+
+def check_checkpoint(name: str, checkpoint: dict[str, Any], fp: FeatureParams) -> None:
+    """The checkpoint's clip and flow quantisation params must be those of ``fp``.
+
+    Raises:
+        PredictError: naming both values.
+    """
+    trained = checkpoint["shard_params"]
+    now = {"clip": to_dict(fp.clip), "flow": {"stack": fp.flow.stack, "bound": fp.flow.bound}}
+    for key in now:
+        if trained[key] != now[key]:
+            raise PredictError(f"the {name} model was trained with {key} {trained[key]}, params.yaml says "
+                               f"{now[key]}: use the params it was trained with")
+
+
+@torch.no_grad()
+def stream_scores(checkpoint: dict[str, Any], model: torch.nn.Module, samples: np.ndarray) -> np.ndarray:
+    """Softmax scores ``(C, K) float32`` of a stream for its samples ``(C, H, W, ch) uint8``."""
+    modality = checkpoint["modality"]
+    bound = checkpoint["shard_params"]["flow"]["bound"] if modality == "flow" else None
+    transform = eval_preset(modality, checkpoint["crop"], bound)
+    x = torch.stack([transform(sample) for sample in samples])  # (C, ch, crop, crop) float32
+    return model(x).float().softmax(dim=1).numpy()
+
+
+def load_fusion_for(models_dir: Path, params: dict[str, Any]) -> tuple[str, Fusion, list[str] | None]:
+    """The fitted fusion ``<models_dir>/fusion.pt``; without one, average fusion with the
+    params' weights when ``fusion`` is ``average``.
+
+    Raises:
+        PredictError: if there is no fitted fusion and the params ask for a learned one.
+    """
+    path = models_dir / "fusion.pt"
+    if path.is_file():
+        return load_fusion(path)
+    method = check_method(params.get("fusion", "average"))
+    if method != "average":
+        raise PredictError(f"no fitted fusion {path} for fusion {method!r}: run `dvc repro fuse` first")
+    fusion = AverageFusion(section(params, "fuse", FuseConfig).weights)
+    return method, fusion.fit([], np.empty(0), np.empty(0)), None  # average learns nothing
+
+
+@dataclass
+class Prediction:
+    """What ``predict_video`` found for one video.
+
+    Attributes:
+        classes: class names in label order; method: the fusion method; clips: C.
+        probs: ``(K,) float64`` fused video scores (mean over clips); streams: per stream
+            its ``(K,)`` video scores.
+    """
+
+    video: str
+    classes: list[str]
+    method: str
+    clips: int
+    probs: np.ndarray
+    streams: dict[str, np.ndarray]
+
+    def top(self, k: int, scores: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """The ``k`` highest ``(class, score)`` of ``scores`` (default: the fused ones), best first."""
+        scores = self.probs if scores is None else scores
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.classes[i], float(scores[i])) for i in order]
+
+    def to_json(self, k: int) -> dict[str, Any]:
+        """A JSON-able summary: video, method, clips, top-k fused and per stream."""
+        def listed(scores: np.ndarray | None = None) -> list[dict[str, Any]]:
+            return [{"class": c, "probability": round(p, 6)} for c, p in self.top(k, scores)]
+        return {"video": self.video, "method": self.method, "clips": self.clips, "top": listed(),
+                "streams": {name: listed(s) for name, s in self.streams.items()}}
+
+
+def predict_video(path: str | os.PathLike, models_dir: str | os.PathLike = "models",
+                  params_path: str | os.PathLike = "params.yaml") -> Prediction:
+    """Score one video with both streams and the fusion.
+
+    Args:
+        path: any file ffmpeg decodes (avi, mp4, ...).
+        models_dir: holds ``spatial.pt``, ``temporal.pt`` and (from ``fuse``) ``fusion.pt``.
+        params_path: the ``params.yaml`` of the pipeline that made the models.
+
+    Returns:
+        The ``Prediction``.
+
+    Raises:
+        VideoError: if the file cannot be decoded.
+        PredictError: on a missing model, params that do not match it, or too short a video.
+    """
+    models_dir, params = Path(models_dir), load_params(params_path)
+    fp = FeatureParams.from_params(params)
+    checkpoints = {}
+    for name in STREAMS:
+        if not (models_dir / f"{name}.pt").is_file():
+            raise PredictError(f"no {name} stream model {models_dir / f'{name}.pt'}: train it first (dvc repro)")
+        checkpoints[name] = load_checkpoint(models_dir / f"{name}.pt")
+        check_checkpoint(name, checkpoints[name], fp)
+    method, fusion, fusion_classes = load_fusion_for(models_dir, params)
+    classes = checkpoints[STREAMS[0]]["classes"]
+    for name, other in [*((n, c["classes"]) for n, c in checkpoints.items()), ("fusion", fusion_classes)]:
+        if other is not None and other != classes:
+            raise PredictError(f"the {name} model has classes {other}, the {STREAMS[0]} model {classes}")
+    samples = clip_samples(path, fp)
+    clips = {name: stream_scores(c, model_from_checkpoint(c), samples[c["modality"]])
+             for name, c in checkpoints.items()}  # each (C, K)
+    fused = fusion.predict_proba([clips[name] for name in STREAMS])  # (C, K)
+    return Prediction(str(path), classes, method, len(fused), fused.mean(axis=0),
+                      {name: s.mean(axis=0).astype(np.float64) for name, s in clips.items()})
