@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -63,3 +65,16 @@ def set_params(repo: Path, **sections: dict) -> None:
 def repo_copy(tmp_path: Path) -> Path:
     """A git copy of this repository with DVC initialised, in tmp_path."""
     return copy_repo(tmp_path / "repo")
+
+
+def texture(h: int, w: int, seed: int, sigma: float = 2.0) -> np.ndarray:
+    """``(h, w) uint8`` smooth random texture (Gaussian-blurred noise stretched to 0..255)."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
+    return cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``image`` moved by ``(dx, dy)`` pixels (bilinear, reflected border)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

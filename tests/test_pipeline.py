@@ -22,7 +22,7 @@ TINY = dict(
 # timings and training outputs are checked elsewhere)
 DATA_OUTS = ("data/demo", "data/index.json", "data/index_report.json", "data/frames",
              "data/frames_report.json", "data/resample.json", "plots/contact_sheet.png",
-             "data/flow", "data/sg3i", "data/shards", "plots/previews")
+             "data/flow", "data/flow_report.json", "data/sg3i", "data/shards", "plots/previews")
 
 
 def lock_md5s(repo) -> dict[str, str]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import shifted, texture
 from twostream import tvl1
 from twostream.config import DemoConfig
 from twostream.demo import CLASSES, render_video, video_seeds
@@ -28,19 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def texture(h: int, w: int, seed: int, sigma: float = 2.0) -> np.ndarray:
-    """``(h, w) uint8`` smooth random texture stretched to 0..255."""
-    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
-    smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
-    return cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-
-
-def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``image`` moved by ``(dx, dy)`` pixels (bilinear, reflected border)."""
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def demo_clip(class_index: int, size: int = 64) -> np.ndarray:

@@ -49,6 +49,7 @@ LAYOUT = "(P, H, W, 2) uint8; channel 0 = x (right +), 1 = y (down +); attribute
 QUANTISATION = "q = floor(255 * (clip(v, -bound, bound) + bound) / (2 * bound) + 0.5); zero = 128"
 STORAGE = {"chunk": "1 pair", "compression": f"gzip {GZIP_LEVEL}"}
 EXECUTION_KEYS = ("workers", "threads")  # flow params that do not change the output; kept out of meta.json
+RUN_KEYS = ("seconds", "pairs_per_second", "workers", "threads")  # returned, but kept out of the report file
 BACKENDS = ("opencv", "torch", "auto")  # "auto": torch when CUDA is available, else opencv
 # FlowConfig key -> keyword of cv2.optflow.DualTVL1OpticalFlow_create (note "innner")
 TVL1_KEYWORDS = {
@@ -384,12 +385,13 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         frames_dir: the ``frames`` stage's folder.
         resample_path: ``data/resample.json``; its videos are the ones processed.
         out_dir: folder for the shards and ``meta.json`` (earlier ones are removed).
-        report_path: JSON report: counts, pairs, seconds, and every failed video with a reason.
+        report_path: JSON report: counts, pairs and every failed video with a reason (the returned
+            dict also has the run's seconds, pairs per second, workers and threads).
         cfg: the ``flow`` params (``threads`` OpenCV threads in each of ``workers`` processes).
         clip: the ``clip`` params (which pairs are needed).
 
     Returns:
-        The report written to ``report_path``.
+        The report: what ``report_path`` holds, plus the run keys ``RUN_KEYS``.
 
     Raises:
         ValueError: on bad params.
@@ -422,7 +424,8 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         "pairs": n_pairs, "seconds": round(seconds, 3), "pairs_per_second": round(n_pairs / seconds, 2),
         "workers": processes, "threads": cfg.threads, "failed": sorted(failed, key=lambda f: f["id"]),
     }
-    write_json(report_path, report)
+    # the file holds what the inputs decide, so a re-run on any machine writes the same bytes
+    write_json(report_path, {k: v for k, v in report.items() if k not in RUN_KEYS})
     return report
 
 
