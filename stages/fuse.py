@@ -17,7 +17,7 @@ import sys
 import time
 
 from twostream.config import BaseConfig, FuseConfig, load_params, section
-from twostream.fusion import METHODS, fuse
+from twostream.fusion import check_method, fuse
 
 
 def main(argv: list[str]) -> None:
@@ -26,9 +26,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python stages/fuse.py SCORES_DIR METRICS_JSON FUSION_MODEL PLOTS_DIR")
     scores_dir, metrics_path, model_path, plots_dir = argv
     params = load_params()
-    method = params.get("fusion")
-    if method not in METHODS:
-        raise SystemExit(f"fuse: fusion must be one of {', '.join(METHODS)}; got {method!r}")
+    try:
+        method = check_method(params.get("fusion"))
+    except ValueError as e:
+        raise SystemExit(f"fuse: {e}") from None
     cfg, seed = section(params, "fuse", FuseConfig), section(params, "base", BaseConfig).seed
     begin = time.perf_counter()
     m = fuse(scores_dir, metrics_path, model_path, plots_dir, method, cfg, seed)

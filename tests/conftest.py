@@ -52,12 +52,16 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def set_params(repo: Path, **sections: dict) -> None:
-    """Override keys of params.yaml sections in a copied repo."""
+def set_params(repo: Path, source: Path | None = None, **sections: dict | str) -> None:
+    """Write ``repo/params.yaml``: ``source`` (default: that file itself) with the keys of
+    ``sections`` overridden (a dict updates a section, anything else replaces a top-level value)."""
     path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = yaml.safe_load((source or path).read_text())
     for name, values in sections.items():
-        params[name].update(values)
+        if isinstance(values, dict):
+            params[name].update(values)
+        else:
+            params[name] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

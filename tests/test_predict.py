@@ -11,9 +11,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import REPO, venv_env
+from conftest import REPO, set_params, venv_env
 from twostream.__main__ import main
 from twostream.config import (
     ClipConfig, DemoConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, ShardsConfig, load_params,
@@ -61,11 +60,8 @@ def checkpoint(modality: str, channels: int, seed: int) -> dict:
 def setup(tmp_path_factory) -> Path:
     """params.yaml (tiny), models/{spatial,temporal,fusion}.pt and the video as avi and mp4."""
     root = tmp_path_factory.mktemp("predict")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for name, values in TINY.items():
-        params[name].update(values)
-    params["fusion"] = "average"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_params(root, REPO / "params.yaml", **TINY, fusion="average")
+    params = load_params(root / "params.yaml")
     save_checkpoint(root / "models" / "spatial.pt", checkpoint("rgb", 3, 0))
     save_checkpoint(root / "models" / "temporal.pt", checkpoint("flow", 4, 1))
     save_fusion(root / "models" / "fusion.pt", "average", FuseConfig(**params["fuse"]), 0, AverageFusion([1, 1])
@@ -165,9 +161,7 @@ def test_bad_videos_give_one_line_and_status_1(setup, capsys, video, message):
 
 
 def test_mismatched_params_and_missing_models_are_errors(setup, tmp_path, capsys):
-    params = yaml.safe_load((setup / "params.yaml").read_text())
-    params["clip"]["step"] = 2
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    set_params(tmp_path, setup / "params.yaml", clip={"step": 2})
     video = str(setup / "clip name (1).avi")
     assert main(["predict", video, "--models", str(setup / "models"), "--params", str(tmp_path / "params.yaml")]) == 1
     assert "the spatial model was trained with clip {'frames': 3, 'step': 3}, params.yaml says" in \

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run
+from conftest import REPO, run, set_params
 from test_engine import CLASSES, write_tiny_shards
 from twostream.config import TrainConfig
 from twostream.dataset import ShardDataset
@@ -29,10 +29,7 @@ TINY = {"model": {"hidden": 32}, "spatial": {"epochs": 1}, "temporal": {"input":
 def workdir(tmp_path_factory) -> Path:
     """A folder with the repo's params.yaml (tiny overrides) and tiny shards in data/shards."""
     root = tmp_path_factory.mktemp("stage")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for name, values in TINY.items():
-        params[name].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_params(root, REPO / "params.yaml", **TINY)
     write_tiny_shards(root / "data" / "shards")
     return root
 

@@ -103,9 +103,7 @@ def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"flow.backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
-        import torch  # here only: the OpenCV path does not pay for importing torch
-
-        return "torch" if torch.cuda.is_available() else "opencv"
+        return "torch" if _cuda() else "opencv"
     return backend
 
 
@@ -308,7 +306,7 @@ def _flow_job(job: tuple[int, list[int], list[int]]) -> _VideoFlow:
 
 
 def _cuda() -> bool:
-    import torch
+    import torch  # here only: the OpenCV path does not pay for importing torch
 
     return torch.cuda.is_available()
 
@@ -319,10 +317,11 @@ def _pool_size(workers: int, n_jobs: int) -> int:
 
 
 @contextlib.contextmanager
-def _computed(jobs: list[tuple], frames_dir: str, cfg: FlowConfig,
-              processes: int) -> Iterator[Iterator[_VideoFlow]]:
-    """``_flow_job`` over ``jobs`` in job order, from ``processes`` workers (1 = this process)."""
-    if _backend(cfg) == "torch" and _cuda():
+def _computed(jobs: list[tuple], frames_dir: str, cfg: FlowConfig, processes: int,
+              gpu: bool) -> Iterator[Iterator[_VideoFlow]]:
+    """``_flow_job`` over ``jobs`` in job order, from ``processes`` workers (1 = this process),
+    or, with ``gpu``, batches of several videos' pairs in this process (``_torch_batches``)."""
+    if gpu:
         yield _torch_batches(jobs, frames_dir, cfg)
         return
     if processes == 1:
@@ -407,7 +406,7 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     gpu = _backend(cfg) == "torch" and _cuda()  # one process feeding the GPU
     processes = 1 if gpu else _pool_size(resolve_workers(cfg.workers), len(jobs))
     with VideoShardWriter(out_dir, SHARD_NAME, per_shard) as writer, \
-            _computed(jobs, str(frames_dir), cfg, processes) as results, logging_redirect_tqdm():
+            _computed(jobs, str(frames_dir), cfg, processes, gpu) as results, logging_redirect_tqdm():
         for result in tqdm(results, total=len(jobs), desc="flow", unit="video"):
             if result.reason is None:
                 videos[str(result.vid)] = _write(writer, result)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from twostream.bench.common import frames_config
 from twostream.clips import needed_pairs
@@ -108,17 +109,27 @@ def opencv_seconds(pairs: list[tuple], tvl1: dict[str, Any], threads: int) -> fl
         cv2.setNumThreads(previous)
 
 
-def pool_seconds(pairs: list[tuple], tvl1: dict[str, Any], processes: int) -> float:
-    """Seconds of TV-L1 over ``pairs`` split evenly over ``processes`` warm one-thread processes.
+def pool_tvl1(pairs: list[tuple], tvl1: dict[str, Any], processes: int,
+              repeats: int = 1) -> tuple[list[float], np.ndarray]:
+    """OpenCV TV-L1 over ``pairs`` split evenly over ``processes`` warm one-thread processes.
 
-    The stage's ceiling: no reading, quantising or storing, no pool start.
+    TV-L1 alone, no reading, quantising or storing: the flow stage's ceiling, and OpenCV
+    on every core for ``bench flow --backend torch``. The pool's start and a warm-up call
+    per process are outside the clock.
+
+    Returns:
+        Seconds of each of ``repeats`` runs, and the ``(N, H, W, 2) float32`` flow.
     """
+    jobs = [(*pair, tvl1) for pair in pairs]
+    share = math.ceil(len(jobs) / processes)
     with pool_context().Pool(processes, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        pool.starmap(compute_flow, [(*pairs[0], tvl1)] * processes, chunksize=1)  # start and warm up
-        start = time.perf_counter()
-        share = math.ceil(len(pairs) / processes)
-        pool.starmap(compute_flow, [(*pair, tvl1) for pair in pairs], chunksize=share)
-        return time.perf_counter() - start
+        pool.starmap(compute_flow, [jobs[0]] * processes, chunksize=1)  # start and warm up
+        seconds, flow = [], None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            flow = pool.starmap(compute_flow, jobs, chunksize=share)
+            seconds.append(time.perf_counter() - start)
+    return seconds, np.stack(flow)
 
 
 def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,7 +151,7 @@ def bench_flow(args: argparse.Namespace) -> dict[str, Any]:
             stage_s.append(time.perf_counter() - start)
             single_s.append(opencv_seconds(pairs, tvl1, 1))
             threaded_s.append(opencv_seconds(pairs, tvl1, -1))
-            limit_s.append(pool_seconds(pairs, tvl1, report["workers"]))
+            limit_s.append(pool_tvl1(pairs, tvl1, report["workers"])[0][0])
         stored = sum(p.stat().st_size for p in out.glob("flow-*.h5"))
     n, (h, w) = len(pairs), pairs[0][0].shape
     stage, single, threaded, limit = (n / statistics.median(s)

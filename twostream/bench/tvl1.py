@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import time
@@ -23,11 +22,11 @@ import cv2
 import numpy as np
 import torch
 
-from twostream.bench.flow import opencv_tvl1_defaults
-from twostream.config import DemoConfig, FlowConfig, load_params, section, to_dict
+from twostream.bench.flow import opencv_tvl1_defaults, pool_tvl1
+from twostream.config import DemoConfig, FlowConfig, load_params, section
 from twostream.demo import CLASSES, render_video, video_seeds
-from twostream.flow import compute_flow, pool_context
-from twostream.tvl1 import PARAM_KEYS, bandwidth_floor, resolve_device, tvl1_batch
+from twostream.flow import tvl1_params
+from twostream.tvl1 import bandwidth_floor, resolve_device, tvl1_batch
 
 FRAME_STEP = 5  # 30 fps demo video -> 6 fps pairs
 
@@ -55,8 +54,7 @@ def tvl1_config(params_path: str) -> dict[str, Any]:
     """The TV-L1 keys of ``params.yaml``'s ``flow`` section; OpenCV's defaults without the file."""
     if not Path(params_path).is_file():
         return opencv_tvl1_defaults()
-    flow = to_dict(section(load_params(params_path), "flow", FlowConfig))
-    return {k: flow[k] for k in PARAM_KEYS}
+    return tvl1_params(section(load_params(params_path), "flow", FlowConfig))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -85,26 +83,6 @@ def torch_run(prev: np.ndarray, nxt: np.ndarray, params: dict[str, Any], device:
     return seconds, torch.cat(flows).cpu().numpy(), iterations
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-
-
-def opencv_run(prev: np.ndarray, nxt: np.ndarray, params: dict[str, Any],
-               processes: int, repeats: int) -> tuple[list[float], np.ndarray]:
-    """Seconds of each of ``repeats`` runs of OpenCV TV-L1 over the pairs, split evenly over
-    ``processes`` warm one-thread processes, and its ``(N, H, W, 2)`` flow."""
-    jobs = [(p, q, params) for p, q in zip(prev, nxt)]
-    share = math.ceil(len(jobs) / processes)
-    with pool_context().Pool(processes, initializer=_init_worker) as pool:
-        pool.starmap(compute_flow, [jobs[0]] * processes, chunksize=1)  # start and warm up
-        seconds, flow = [], None
-        for _ in range(repeats):
-            start = time.perf_counter()
-            flow = pool.starmap(compute_flow, jobs, chunksize=share)
-            seconds.append(time.perf_counter() - start)
-    return seconds, np.stack(flow)
-
-
 def bench_torch_flow(pairs: int = 64, width: int = 320, height: int = 240, params_path: str = "params.yaml",
                      device: str | None = None, batch_size: int = 64, repeats: int = 3,
                      processes: int = 0, compile: bool = False) -> dict[str, Any]:
@@ -131,7 +109,7 @@ def bench_torch_flow(pairs: int = 64, width: int = 320, height: int = 240, param
     for _ in range(repeats):
         seconds, flow_torch, iterations = torch_run(prev, nxt, params, target, batch_size, compile)
         torch_s.append(seconds)
-    cv_s, flow_cv = opencv_run(prev, nxt, params, processes, repeats)
+    cv_s, flow_cv = pool_tvl1(list(zip(prev, nxt)), params, processes, repeats)
     epe = np.linalg.norm(flow_torch - flow_cv, axis=-1).mean(axis=(1, 2))  # (N,) mean per pair
     torch_rate, cv_rate = pairs / statistics.median(torch_s), pairs / statistics.median(cv_s)
     per_pair = [k / pairs for k in iterations]
