@@ -9,10 +9,9 @@ When ``data.root`` points somewhere else (a real dataset), only a placeholder
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-from twostream.config import BaseConfig, DataConfig, DemoConfig, load_params, section
+from twostream.config import BaseConfig, DataConfig, DemoConfig, load_params, section, stage_main
 from twostream.demo import render_dataset
 
 PLACEHOLDER = (
@@ -49,4 +48,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    stage_main("demo_data", main)

@@ -12,9 +12,8 @@ every video whose flow failed, with the reason.
 from __future__ import annotations
 
 import logging
-import sys
 
-from twostream.config import ClipConfig, FlowConfig, load_params, section
+from twostream.config import ClipConfig, FlowConfig, load_params, section, stage_main
 from twostream.flow import extract_flow
 
 
@@ -39,4 +38,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("flow", main)

@@ -12,9 +12,8 @@ Exits non-zero only when more than `frames.max_failures` of the videos fail.
 from __future__ import annotations
 
 import logging
-import sys
 
-from twostream.config import FramesConfig, load_params, section
+from twostream.config import FramesConfig, load_params, section, stage_main
 from twostream.frames import FramesError, extract_frames
 
 
@@ -38,4 +37,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("frames", main)

@@ -13,11 +13,10 @@ JSON, the fitted fusion (`predict` uses it) and, in the plots folder, `confusion
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
-from twostream.config import BaseConfig, FuseConfig, load_params, section
-from twostream.fusion import check_method, fuse
+from twostream.config import BaseConfig, FuseConfig, choice, load_params, section, stage_main
+from twostream.fusion import METHODS, fuse
 
 
 def main(argv: list[str]) -> None:
@@ -26,10 +25,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python stages/fuse.py SCORES_DIR METRICS_JSON FUSION_MODEL PLOTS_DIR")
     scores_dir, metrics_path, model_path, plots_dir = argv
     params = load_params()
-    try:
-        method = check_method(params.get("fusion"))
-    except ValueError as e:
-        raise SystemExit(f"fuse: {e}") from None
+    method = choice(params, "fusion", METHODS)
     cfg, seed = section(params, "fuse", FuseConfig), section(params, "base", BaseConfig).seed
     begin = time.perf_counter()
     m = fuse(scores_dir, metrics_path, model_path, plots_dir, method, cfg, seed)
@@ -41,4 +37,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("fuse", main)

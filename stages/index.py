@@ -12,9 +12,8 @@ one summary line.
 from __future__ import annotations
 
 import logging
-import sys
 
-from twostream.config import BaseConfig, DataConfig, load_params, section
+from twostream.config import BaseConfig, DataConfig, load_params, section, stage_main
 from twostream.hmdb51 import build_index, summarize, write_json
 
 log = logging.getLogger("stages.index")
@@ -44,4 +43,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("index", main)

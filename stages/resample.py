@@ -12,9 +12,8 @@ per class.
 from __future__ import annotations
 
 import logging
-import sys
 
-from twostream.config import ClipConfig, ResampleConfig, load_params, section
+from twostream.config import ClipConfig, ResampleConfig, load_params, section, stage_main
 from twostream.resample import resample_videos
 
 
@@ -39,4 +38,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("resample", main)

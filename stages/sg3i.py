@@ -12,9 +12,8 @@ three channels, in time order) and `meta.json` into the sg3i folder.
 from __future__ import annotations
 
 import logging
-import sys
 
-from twostream.config import ClipConfig, load_params, section
+from twostream.config import ClipConfig, load_params, section, stage_main
 from twostream.sg3i import build_sg3i
 
 
@@ -32,4 +31,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("sg3i", main)

@@ -16,27 +16,27 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Callable
 
 from twostream.config import (
-    BaseConfig, ModelConfig, StreamConfig, TemporalConfig, TrainConfig, load_params, section,
+    BaseConfig, ModelConfig, StreamConfig, TemporalConfig, TrainConfig, load_params, section, stage_main,
 )
 from twostream.engine import RunSpec, train_stream
 
 STREAMS = ("spatial", "temporal")
-TEMPORAL_INPUTS = ("flow", "sg3i")
 
 
 def run_spec(stream: str, params: dict) -> RunSpec:
-    """The training run of ``stream`` described by ``params``."""
+    """The training run of ``stream`` described by ``params``.
+
+    Raises:
+        SystemExit: on an unknown stream (an argument, not a param).
+        ParamsError: on a bad param, ``temporal.input`` included.
+    """
     if stream not in STREAMS:
         raise SystemExit(f"train: stream must be one of {', '.join(STREAMS)}; got {stream!r}")
     own = section(params, stream, StreamConfig if stream == "spatial" else TemporalConfig)
-    modality = getattr(own, "input", "rgb")
-    if stream == "temporal" and modality not in TEMPORAL_INPUTS:
-        raise SystemExit(f"train: temporal.input must be one of {', '.join(TEMPORAL_INPUTS)}; got {modality!r}")
-    return RunSpec(stream, modality, own.epochs, section(params, "base", BaseConfig).seed,
+    return RunSpec(stream, getattr(own, "input", "rgb"), own.epochs, section(params, "base", BaseConfig).seed,
                    section(params, "model", ModelConfig), section(params, "train", TrainConfig))
 
 
@@ -61,10 +61,10 @@ def main(argv: list[str]) -> None:
                      print_epoch(stream, spec.epochs))
     if os.environ.get("RANK", "0") == "0":
         print(f"train@{stream} ({spec.modality}): test video top-1 {m['video_top1']:.3f}, clip top-1 "
-              f"{m['clip_top1']:.3f}, val video top-1 {m['val']['video_top1']:.3f}, {m['seconds']:.0f} s -> "
+              f"{m['clip_top1']:.3f}, val video top-1 {m['val_video_top1']:.3f}, {m['seconds']:.0f} s -> "
               f"{model_path}, {metrics_path}, {scores_dir}", flush=True)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    stage_main("train", main)

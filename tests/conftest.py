@@ -82,3 +82,20 @@ def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """``image`` moved by ``(dx, dy)`` pixels (bilinear, reflected border)."""
     m = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def damaged_xvid(path: Path, seed: int = 0) -> Path:
+    """Write a 2 s XviD file whose bytes are damaged the way old AVIs are: 20 bytes inverted in the
+    middle third. ffmpeg logs "ac-tex damaged"-style errors for some macroblocks, conceals them,
+    and still decodes all 60 frames. Returns ``path``."""
+    y, x = np.mgrid[0:48, 0:64]
+    frames = np.stack([np.stack([(2 * x + 3 * i) % 256, (2 * y + i) % 256, (x * y // 8 + 5 * i) % 256], -1)
+                       for i in range(60)]).astype(np.uint8)
+    from twostream.video import write_video
+
+    write_video(path, frames, 30, codec="xvid")
+    data = bytearray(path.read_bytes())
+    for at in np.random.default_rng(seed).integers(len(data) // 3, 2 * len(data) // 3, 20):
+        data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path

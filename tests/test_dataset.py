@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from twostream.dataset import ShardDataset, shard_files
-from twostream.flow import dequantize
+from twostream.dataset import ShardDataset, fit_flow_scale, shard_files
 from twostream.shards import ShardWriter
-from twostream.transforms import FLOW_SCALE, IMAGENET_MEAN, IMAGENET_STD
+from twostream.transforms import IMAGENET_MEAN, IMAGENET_STD, flow_pixels, flow_rms
 
 CLASSES = ["clap", "jump", "wave"]
 PARAMS = {"clip": {"frames": 3, "step": 6}, "flow": {"stack": 2, "bound": 20.0}, "shards": {"clips_per_shard": 4}}
 CHANNELS = {"rgb": 3, "sg3i": 3, "flow": 4}
 N = 10  # train samples: 5 videos x 2 clips, over files of 4, 4 and 2
+SCALE = 2.5  # flow scale in pixels
 
 
 def samples(modality: str, n: int, seed: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def shard_dir(tmp_path_factory):
 @pytest.mark.parametrize("modality", ["rgb", "sg3i", "flow"])
 @pytest.mark.parametrize("train", [True, False])
 def test_shapes_and_dtypes(shard_dir, modality, train):
-    ds = ShardDataset(shard_dir, modality, "train", train=train, crop=6)
+    ds = ShardDataset(shard_dir, modality, "train", train=train, crop=6, flow_scale=SCALE)
     assert len(ds) == N and ds.in_channels == CHANNELS[modality]
     assert ds.classes == CLASSES and ds.num_classes == 3 and ds.params == PARAMS
     np.testing.assert_array_equal(ds.labels, (np.arange(N) // 2) % 3)
@@ -67,14 +67,27 @@ def test_eval_values_exact_and_deterministic(shard_dir):
     np.testing.assert_allclose(x.numpy(), expected.transpose(2, 0, 1), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ds[7][0], x, rtol=0, atol=0)
 
-    flow = ShardDataset(shard_dir, "flow", "test", train=False, crop=8)
+    flow = ShardDataset(shard_dir, "flow", "test", train=False, crop=8, flow_scale=SCALE)
     q = samples("flow", 3, 1)[2][:, 1:9]
-    np.testing.assert_allclose(flow[2][0].numpy(), (dequantize(q, 20.0) / FLOW_SCALE).transpose(2, 0, 1),
-                               rtol=1e-6, atol=2e-5)
+    np.testing.assert_allclose(flow[2][0].numpy(), (flow_pixels(q, 20.0) / SCALE).transpose(2, 0, 1),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_flow_scale_is_fitted_on_evenly_spaced_raw_samples(shard_dir):
+    ds = ShardDataset(shard_dir, "flow", "train", train=True, crop=6)  # no scale yet: raw reads only
+    assert ds.transform is None and ds.expected is None and ds.missing == []
+    with pytest.raises(ValueError, match="a flow dataset needs flow_scale"):
+        ds[0]
+    every = flow_rms(samples("flow", N, 0), 20.0)
+    assert fit_flow_scale(ds) == pytest.approx(every, rel=1e-12)
+    assert fit_flow_scale(ds, max_samples=2) == pytest.approx(flow_rms(samples("flow", N, 0)[[0, N - 1]], 20.0),
+                                                              rel=1e-12)
+    with pytest.raises(ValueError, match="fitted on flow samples; got 'rgb'"):
+        fit_flow_scale(ShardDataset(shard_dir, "rgb", "train", train=True, crop=6))
 
 
 def test_train_preset_follows_torch_seed(shard_dir):
-    ds = ShardDataset(shard_dir, "flow", "train", train=True, crop=5)
+    ds = ShardDataset(shard_dir, "flow", "train", train=True, crop=5, flow_scale=SCALE)
     torch.manual_seed(1)
     first = [ds[i][0] for i in range(N)]
     torch.manual_seed(1)

@@ -8,7 +8,6 @@ import json
 import pickle
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import pytest

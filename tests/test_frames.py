@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import damaged_xvid
 from twostream.config import FramesConfig
 from twostream.frames import FrameInfo, FramesError, FrameStore, extract_frames
 from twostream.video import write_video
@@ -70,7 +71,8 @@ def test_good_videos_stored_and_bad_ones_reported(dataset, tmp_path):
     index_path, good = dataset
     report = extract_frames(index_path, tmp_path / "frames", tmp_path / "report.json", config())
     assert report == json.loads((tmp_path / "report.json").read_text())
-    assert report["counts"] == {"indexed": 7, "attempted": 6, "stored": 3, "failed": 3, "skipped": 1}
+    assert report["counts"] == {"indexed": 7, "attempted": 6, "stored": 3, "failed": 3, "skipped": 1,
+                                "warned": 0}
     assert report["failed_fraction"] == 0.5
     reasons = {f["id"]: f["reason"] for f in report["failed"]}
     assert sorted(reasons) == [1, 2, 4]
@@ -101,6 +103,19 @@ def test_good_videos_stored_and_bad_ones_reported(dataset, tmp_path):
         assert dict(ds.attrs) == {"fps": 25.0, "n_frames": 5}
     with h5py.File(tmp_path / "frames/frames-00001.h5", "r") as f:
         assert sorted(f) == ["000006"] and f["000006"].compression == "gzip"
+
+
+def test_damaged_video_that_decodes_whole_is_stored_and_its_warning_recorded(tmp_path):
+    path = damaged_xvid(tmp_path / "old divx.avi", seed=1)
+    (tmp_path / "index.json").write_text(json.dumps([{"path": str(path), "class": "c0", "label": 0,
+                                                      "role": "test"}]))
+    report = extract_frames(tmp_path / "index.json", tmp_path / "frames", tmp_path / "report.json",
+                            config(workers=1))
+    assert report["counts"]["stored"] == 1 and report["counts"]["warned"] == 1 and report["failed"] == []
+    (warned,) = report["warned"]
+    assert (warned["id"], warned["path"], warned["class"]) == (0, str(path), "c0")
+    assert warned["reason"] and warned["n_warnings"] >= 1
+    assert FrameStore(tmp_path / "frames").info(0).n_frames == 60
 
 
 def test_too_many_failures_stop_the_stage(dataset, tmp_path):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from twostream.metrics import (Scores, confusion_rows, evaluate, load_scores, per_class_table,
+from twostream.metrics import (Scores, confusion_rows, evaluate, headline, load_scores, per_class_table,
                                save_scores, video_labels, video_scores, write_metrics)
 
 # two videos (ids 7 and 3, interleaved) whose clip majority is right but whose mean is wrong
@@ -74,6 +74,31 @@ def test_mean_class_acc_vs_overall_on_imbalanced_set() -> None:
     assert result["confusion"] == [[3, 0, 0], [1, 0, 0], [0, 0, 0]]
 
 
+def test_expected_videos_without_scores_count_as_wrong() -> None:
+    # 4 scored videos (3 right: 0, 2 and 3 of class a, b, b), plus videos 7 (a) and 8 (c) never scored
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1]])
+    labels, videos = [0, 0, 1, 1], [0, 1, 2, 3]
+    result = evaluate(probs, labels, videos, ["a", "b", "c"], expected=([8, 0, 1, 2, 3, 7], [2, 0, 0, 1, 1, 0]))
+    assert (result["n_videos"], result["videos_scored"], result["missing"]) == (6, 4, [7, 8])
+    assert result["video_top1"] == round(3 / 6, 6) and result["clip_top1"] == 0.75  # clips: scored ones
+    assert result["video_top5"] == round(4 / 6, 6)  # top-3 of 3 classes holds every scored video
+    assert result["per_class"] == {"a": round(1 / 3, 6), "b": 1.0, "c": 0.0}
+    assert result["mean_class_acc"] == round((1 / 3 + 1 + 0) / 3, 6)
+    same = evaluate(probs, labels, videos, ["a", "b", "c"], expected=([0, 1, 2, 3], [0, 0, 1, 1]))
+    assert same == evaluate(probs, labels, videos, ["a", "b", "c"])  # nothing missing: as before
+    with pytest.raises(ValueError, match=r"scored video 3 \(label 1\) is not among the expected"):
+        evaluate(probs, labels, videos, ["a", "b", "c"], expected=([0, 1, 2], [0, 0, 1]))
+    with pytest.raises(ValueError, match=r"scored video 2 \(label 1\) is not among the expected"):
+        evaluate(probs, labels, videos, ["a", "b", "c"], expected=([0, 1, 2, 3], [0, 0, 2, 1]))
+
+
+def test_headline_keys() -> None:
+    test = evaluate(VOTE_PROBS, VOTE_LABELS, VOTE_VIDEOS, ["a", "b", "c"])
+    assert headline(test, {**test, "video_top1": 0.25}) == {
+        **{k: test[k] for k in ("video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos",
+                                "videos_scored")}, "val_video_top1": 0.25}
+
+
 def test_confusion_counts_and_rows() -> None:
     eye = np.eye(3)
     pred = [0, 1, 1, 1, 0]
@@ -132,8 +157,10 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert loaded.clips.tolist() == [0, 1, 0, 1]
     assert loaded.classes == ["brush_hair", "ride_bike_é"]
     with np.load(path, allow_pickle=False) as data:
-        assert sorted(data.files) == ["classes", "clips", "labels", "probs", "videos"]
+        assert sorted(data.files) == ["classes", "clips", "expected_labels", "expected_videos", "labels",
+                                      "probs", "videos"]
         assert data["classes"].dtype.kind == "U"
+    assert loaded.expected_videos.tolist() == [2, 5] and loaded.expected_labels.tolist() == [0, 1]
     # saving what was loaded gives the same bytes
     again = tmp_path / "again.npz"
     save_scores(again, loaded)

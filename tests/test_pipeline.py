@@ -20,6 +20,8 @@ TINY = dict(
 )
 # outputs whose bytes must not change when the stages run again (reports with
 # timings and training outputs are checked elsewhere)
+HEADLINE = ("video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos", "videos_scored",
+            "val_video_top1")
 DATA_OUTS = ("data/demo", "data/index.json", "data/index_report.json", "data/frames",
              "data/frames_report.json", "data/resample.json", "plots/contact_sheet.png",
              "data/flow", "data/flow_report.json", "data/sg3i", "data/shards", "plots/previews")
@@ -57,15 +59,19 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch):
 
     shards = json.loads((repo_copy / "data/shards/summary.json").read_text())
     assert set(shards["samples"]) == {"rgb", "sg3i", "flow"}
+    n_test = sum(e["role"] == "test" for e in index)
     for stream in ("spatial", "temporal"):
         metrics = json.loads((repo_copy / f"metrics/{stream}.json").read_text())
-        for key in ("video_top1", "video_top5", "clip_top1", "mean_class_acc"):
+        assert sorted(metrics) == sorted(HEADLINE)  # headline figures only
+        for key in ("video_top1", "video_top5", "clip_top1", "mean_class_acc", "val_video_top1"):
             assert 0.0 <= metrics[key] <= 1.0
-        assert metrics["n_videos"] == sum(e["role"] == "test" for e in index)
-        assert len(metrics["per_class"]) == 8
+        assert metrics["n_videos"] == n_test  # every test video of the index counts
+        report = json.loads((repo_copy / f"data/scores/{stream}/report.json").read_text())
+        assert len(report["test"]["per_class"]) == 8
+        assert metrics["videos_scored"] + len(report["missing"]["test"]) == n_test
     fusion = json.loads((repo_copy / "metrics/fusion.json").read_text())
-    assert fusion["method"] == "average" and fusion["n_videos"] == metrics["n_videos"]
-    assert 0.0 <= fusion["video_top1"] <= 1.0 and len(fusion["per_class"]) == 8
+    assert fusion["method"] == "average" and fusion["n_videos"] == n_test
+    assert sorted(fusion) == sorted([*HEADLINE, "method"]) and 0.0 <= fusion["video_top1"] <= 1.0
 
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
@@ -105,6 +111,9 @@ def check_fusion_experiment(repo) -> None:
     assert {"video_top1", "video_top5", "clip_top1", "mean_class_acc"} <= set(diff)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert exp_methods(shown) == ["network", "average", "network"]  # workspace, HEAD, the experiment
+    table = run(["dvc", "exp", "show", "--md", "--only-changed"], repo).stdout.splitlines()
+    header = [cell.strip() for cell in table[0].strip().strip("|").split("|")]
+    assert len(header) <= 15 and "fusion" in header and "video_top1" in header, table[0]
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
     assert {"plots/fusion/confusion.csv", "plots/fusion/per_class.csv"} <= set(plots)
     # predict with the experiment's models, on a video of the demo set

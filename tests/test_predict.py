@@ -18,6 +18,7 @@ from twostream.config import (
     ClipConfig, DemoConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, ShardsConfig, load_params,
 )
 from twostream.demo import render_video, video_seeds
+from twostream.dataset import ShardDataset
 from twostream.engine import save_checkpoint
 from twostream.flow import extract_flow
 from twostream.frames import extract_frames
@@ -26,6 +27,7 @@ from twostream.hmdb51 import write_json
 from twostream.models import build_model
 from twostream.predict import FeatureParams, PredictError, clip_samples, predict_video
 from twostream.resample import resample_videos
+from twostream.scoring import Dist, load_checkpoint, model_from_checkpoint, predict, score_samples
 from twostream.sg3i import build_sg3i
 from twostream.shards import build_shards
 from twostream.video import write_video
@@ -49,7 +51,8 @@ def checkpoint(modality: str, channels: int, seed: int) -> dict:
     """A self-describing stream checkpoint of a random tiny ResNet-18 (the keys ``train`` writes)."""
     torch.manual_seed(seed)
     model = build_model("resnet18", len(CLASSES), channels, "none", 16, 0.0)
-    return {"format": 1, "modality": modality, "classes": CLASSES, "in_channels": channels, "crop": CROP,
+    return {"format": 2, "modality": modality, "classes": CLASSES, "in_channels": channels, "crop": CROP,
+            "flow_scale": 0.4 if modality == "flow" else None, "params": {"train": {"batch_size": 2}},
             "model_config": {"backbone": "resnet18", "pretrained": "none", "hidden": 16, "dropout": 0.0},
             "shard_params": {"clip": TINY["clip"], "flow": {"stack": 2, "bound": 20.0},
                              "shards": {"clips_per_shard": 64}},
@@ -96,6 +99,13 @@ def test_samples_are_the_shards_of_the_pipeline(setup, tmp_path):
     for modality, x in samples.items():
         with h5py.File(tmp_path / "shards" / modality / "test-00000.h5") as f:
             np.testing.assert_array_equal(x, f["x"][()])
+    # and the CLI scores them as the train stage scores its shards: one code path (scoring.predict over
+    # the checkpoint's network and transform, the same batches), so the scores are equal bit for bit
+    for name in ("spatial", "temporal"):
+        ck = load_checkpoint(setup / "models" / f"{name}.pt")
+        data = ShardDataset(tmp_path / "shards", ck["modality"], "test", False, ck["crop"], ck["flow_scale"])
+        stage, _ = predict(model_from_checkpoint(ck), data, 2, 0, Dist(0, 1, torch.device("cpu")))
+        np.testing.assert_array_equal(score_samples(ck, samples[ck["modality"]]), stage)
 
 
 def test_predict_video_fuses_both_streams(setup):
@@ -168,6 +178,12 @@ def test_mismatched_params_and_missing_models_are_errors(setup, tmp_path, capsys
         capsys.readouterr().err
     assert main(["predict", video, "--models", str(tmp_path), "--params", str(setup / "params.yaml")]) == 1
     assert "no spatial stream model" in capsys.readouterr().err
+    old = load_checkpoint(setup / "models" / "spatial.pt")
+    (tmp_path / "old").mkdir()
+    save_checkpoint(tmp_path / "old" / "spatial.pt", {**old, "format": 1})
+    (tmp_path / "old" / "temporal.pt").write_bytes((setup / "models" / "temporal.pt").read_bytes())
+    assert main(["predict", video, "--models", str(tmp_path / "old"), "--params", str(setup / "params.yaml")]) == 1
+    assert "the spatial model is a format-1 checkpoint without its flow scale: retrain it" in capsys.readouterr().err
 
 
 def test_module_entry_point_has_no_traceback(setup):

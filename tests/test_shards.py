@@ -18,6 +18,7 @@ from twostream.resample import read_resample, resample_videos
 from twostream.sg3i import SG3IStore, build_sg3i
 from twostream.shards import (
     LAYOUTS, ShardsError, ShardWriter, build_shards, channels_to_pairs, class_names, pairs_to_channels,
+    read_expected,
 )
 from twostream.video import write_video
 
@@ -119,8 +120,17 @@ def test_stage_writes_every_video_of_every_role(stores, tmp_path):
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["compression"] == {"rgb": "none", "sg3i": "none", "flow": "gzip 4"}
     assert sorted(p.name for p in (out / "flow").iterdir()) == [
-        "test-00000.h5", "test-00001.h5", "train-00000.h5", "train-00001.h5", "val-00000.h5"]
-    assert summary["bytes"]["rgb"] == sum(p.stat().st_size for p in (out / "rgb").iterdir())
+        "expected.json", "test-00000.h5", "test-00001.h5", "train-00000.h5", "train-00001.h5", "val-00000.h5"]
+    # every video the index names per role is expected; the too-short one is missing, with resample's reason
+    assert (out / "sg3i" / "expected.json").read_bytes() == (out / "rgb" / "expected.json").read_bytes()
+    ids, labels, missing = read_expected(out, "flow", "train")
+    assert ids.tolist() == [0, 1, 6] and labels.tolist() == [0, 1, 0]
+    assert missing == [{"id": 6, "path": str(stores / "v6.mkv"), "class": "clap", "label": 0,
+                        "reason": "resample.json: too short: 2 resampled frames"}]
+    assert read_expected(out, "rgb", "test")[0].tolist() == [3, 4] and read_expected(out, "rgb", "test")[2] == []
+    assert summary["videos_expected"] == {"train": 3, "val": 1, "test": 2}
+    assert summary["missing"] == {"train": missing, "val": [], "test": []}
+    assert summary["bytes"]["rgb"] == sum(p.stat().st_size for p in (out / "rgb").glob("*.h5"))
     assert summary["bytes_per_sample"]["rgb"] == round(summary["bytes"]["rgb"] / 14, 1)
     kept = read_resample(stores / "resample.json")
     for role, vids in (("train", [0, 1]), ("val", [2]), ("test", [3, 4])):
@@ -157,17 +167,34 @@ def test_stage_is_byte_deterministic(stores, tmp_path):
     first = digests()
     (tmp_path / "shards" / "rgb" / "stale-00009.h5").write_bytes(b"old")
     run_stage(stores, tmp_path / "shards", tmp_path / "previews")
-    assert digests() == first and len(first) == 3 * 5 + 1 + 3
+    assert digests() == first and len(first) == 3 * 6 + 1 + 3
 
 
-def test_missing_video_is_an_error_naming_it(stores, tmp_path):
+def test_video_missing_from_a_store_is_left_out_and_reported(stores, tmp_path):
     flow_dir = tmp_path / "flow"
     flow_dir.mkdir()
+    for shard in (stores / "flow").glob("*.h5"):
+        (flow_dir / shard.name).symlink_to(shard)
     meta = json.loads((stores / "flow" / "meta.json").read_text())
     del meta["videos"]["3"]
     write_json(flow_dir / "meta.json", meta)
-    with pytest.raises(ShardsError, match=r"1 videos missing from the flow store .*: 3 \(.*v3\.mkv\)"):
-        run_stage(stores, tmp_path / "shards", tmp_path / "previews", flow_dir=flow_dir)
+    report = tmp_path / "flow_report.json"
+    write_json(report, {"failed": [{"id": 3, "path": "v3.mkv", "class": "wave", "reason": "cv2 error"}]})
+    out = tmp_path / "shards"
+    summary = build_shards(stores / "index.json", stores / "frames", stores / "resample.json", stores / "sg3i",
+                           flow_dir, out, tmp_path / "previews", CLIP, 2, 20.0, ShardsConfig(4),
+                           [stores / "frames.json", report])
+    assert summary["videos"] == {"train": 2, "val": 1, "test": 1}  # video 3 is in no modality
+    assert summary["samples"]["sg3i"]["test"] == summary["samples"]["flow"]["test"] == 2  # video 4's clips
+    assert set(read_role(out, "rgb", "test")["video"].tolist()) == {4}
+    ids, _, missing = read_expected(out, "rgb", "test")
+    assert ids.tolist() == [3, 4]
+    assert [(m["id"], m["reason"]) for m in missing] == [(3, "flow_report.json: cv2 error")]
+    no_report = run_stage(stores, tmp_path / "again", tmp_path / "previews", flow_dir=flow_dir)
+    assert no_report["missing"]["test"][0]["reason"] == f"not in the flow store {flow_dir}"
+
+
+def test_stores_made_with_other_params_are_errors(stores, tmp_path):
     with pytest.raises(ShardsError, match="flow store .* has stack 2, bound 20.0; params say flow.stack 2, "
                                           "flow.bound 10.0"):
         run_stage(stores, tmp_path / "shards", tmp_path / "previews", bound=10.0)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from twostream.flow import dequantize
+from twostream.flow import quantize
 from twostream.transforms import (
-    FLOW_SCALE, IMAGENET_MEAN, IMAGENET_STD, center_crop, eval_preset, hflip, hwc_to_chw, normalize,
-    random_crop, train_preset,
+    FLOW_ZERO, IMAGENET_MEAN, IMAGENET_STD, center_crop, eval_preset, hflip, hwc_to_chw, normalize,
+    flow_pixels, flow_rms, random_crop, train_preset,
 )
 
 
@@ -56,19 +56,39 @@ def test_normalize_images_with_imagenet_constants():
         normalize(torch.zeros(4, 1, 1, dtype=torch.uint8), "rgb")
 
 
-def test_normalize_flow_is_dequantised_and_scaled():
-    q = torch.tensor([128, 255, 0, 127, 138], dtype=torch.uint8).view(5, 1, 1)
-    out = normalize(q, "flow", bound=20.0).view(-1)
-    # float32 cancellation near 0 (q * step - bound): compare with an absolute tolerance
-    np.testing.assert_allclose(out.numpy(), dequantize(q.numpy(), 20.0).reshape(-1) / FLOW_SCALE, atol=2e-5)
-    half = 20 / 255 / FLOW_SCALE  # half a quantisation step, scaled
-    np.testing.assert_allclose(out.numpy(), [half, 20 / FLOW_SCALE, -20 / FLOW_SCALE, -half, 21 * half],
-                               atol=2e-5)
-    assert out[3].item() == pytest.approx(-out[0].item(), abs=2e-5)  # 127, 128 mirror: a flip stays on the grid
+SCALE = 0.5  # a flow scale in pixels
+
+
+def test_normalize_flow_zero_motion_is_exactly_zero_and_symmetric():
+    assert int(quantize(np.zeros((1, 2), np.float32), 20.0)[0, 0]) == FLOW_ZERO
+    q = torch.tensor([128, 255, 0, 127, 129, 138], dtype=torch.uint8).view(6, 1, 1)
+    out = normalize(q, "flow", bound=20.0, scale=SCALE).view(-1)
+    step = 40 / 255 / SCALE  # one quantisation step, scaled
+    assert out[0].item() == 0.0  # zero motion is exactly 0, so a flip leaves a still pixel still
+    np.testing.assert_allclose(out.numpy(), [0, 127 * step, -128 * step, -step, step, 10 * step], rtol=1e-6)
+    assert out[3].item() == -out[4].item()  # 127 and 129 mirror about zero
+    flipped = hflip(normalize(q.view(2, 3, 1).expand(2, 3, 2), "flow", 20.0, SCALE), "flow")
+    assert flipped[0, 0].tolist() == [0.0, 0.0] and flipped[1, 0].tolist() == [out[3].item()] * 2
     with pytest.raises(ValueError, match="bound > 0; got None"):
-        normalize(q, "flow")
+        normalize(q, "flow", scale=SCALE)
+    with pytest.raises(ValueError, match=r"scale > 0 \(pixels, fitted on the train split\); got None"):
+        normalize(q, "flow", bound=20.0)
     with pytest.raises(ValueError, match="modality must be one of rgb, sg3i, flow; got 'depth'"):
         normalize(q, "depth")
+
+
+def test_flow_rms_is_the_scale_of_unit_rms_inputs():
+    q = np.array([[[128, 138], [118, 128]]], dtype=np.uint8)  # (H=1, W=2, 2): 0, +10, -10, 0 steps
+    step = 40 / 255
+    np.testing.assert_allclose(flow_pixels(q, 20.0).reshape(-1), [0, 10 * step, -10 * step, 0], rtol=1e-6)
+    rms = flow_rms([q, np.full_like(q, 128)], 20.0)  # 2 of 8 values at 10 steps
+    assert rms == pytest.approx(10 * step * 0.5, rel=1e-6)
+    x = normalize(torch.from_numpy(q.transpose(2, 0, 1).copy()), "flow", 20.0, rms)
+    assert float(x.square().mean().sqrt()) == pytest.approx(2 ** 0.5, rel=1e-5)  # 4 values, 2 moving
+    with pytest.raises(ValueError, match="all zero motion"):
+        flow_rms([np.full((2, 2, 2), 128, np.uint8)], 20.0)
+    with pytest.raises(ValueError, match="at least one flow sample"):
+        flow_rms([], 20.0)
 
 
 def test_flow_flip_mirrors_and_negates_x_channels():
@@ -87,10 +107,10 @@ def test_flow_flip_mirrors_and_negates_x_channels():
 
 def test_eval_preset_is_centre_crop_and_deterministic():
     x = grid(6, 7, 4)
-    preset = eval_preset("flow", 4, bound=20.0)
+    preset = eval_preset("flow", 4, bound=20.0, scale=SCALE)
     out = preset(x)
     assert out.shape == (4, 4, 4) and out.dtype == torch.float32
-    expected = torch.from_numpy(dequantize(x[1:5, 1:5], 20.0) / FLOW_SCALE).permute(2, 0, 1)
+    expected = torch.from_numpy(flow_pixels(x[1:5, 1:5], 20.0) / SCALE).permute(2, 0, 1)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(preset(x), out, rtol=0, atol=0)
 
@@ -109,7 +129,9 @@ def test_train_preset_flips_half_the_time_and_follows_torch_seed():
 
 
 def test_preset_arguments_checked():
-    with pytest.raises(ValueError, match="flow preset needs the quantisation bound > 0; got None"):
-        train_preset("flow", 4)
+    with pytest.raises(ValueError, match="flow needs its quantisation bound > 0; got None"):
+        train_preset("flow", 4, scale=SCALE)
+    with pytest.raises(ValueError, match="flow needs its scale > 0"):
+        train_preset("flow", 4, bound=20.0)
     with pytest.raises(ValueError, match="crop must be >= 1; got 0"):
         eval_preset("rgb", 0)

@@ -8,13 +8,16 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import damaged_xvid
 from twostream.video import (
     MIN_FRAME_FRACTION,
     VideoError,
     _check_decode,
+    decode_video,
     ffmpeg_exe,
     parse_stream_info,
     read_video,
+    whole_count,
     write_video,
 )
 
@@ -130,7 +133,7 @@ def test_truncation_rule_on_frame_count():
            "[info]   Stream #0:0: Video: mpeg4, yuv420p, 8x8, 10 fps, 10 tbr, 10 tbn\n")
     frame = bytes(2 * 2 * 3)
     needed = int(np.ceil(MIN_FRAME_FRACTION * 20))  # 15 of duration x fps = 20 frames
-    frames, fps = _check_decode("x.avi", frame * needed, log, False, 2, 2)
+    frames, fps, _ = _check_decode("x.avi", frame * needed, log, False, 2, 2)
     assert frames.shape == (needed, 2, 2, 3) and fps == 10.0
     with pytest.raises(VideoError) as e:
         _check_decode("x.avi", frame * (needed - 1), log, False, 2, 2)
@@ -138,10 +141,28 @@ def test_truncation_rule_on_frame_count():
     with pytest.raises(VideoError) as e:
         _check_decode("x.avi", b"", log, False, 2, 2)
     assert e.value.reason.startswith("decoded 0 bytes")
+    # ffmpeg logged an error: kept when the header's frame count came out (one short allowed)
+    damaged = log + "[mpeg4 @ 0x1] [error] ac-tex damaged at 3 1\n"
+    assert whole_count(2.0, 10.0) == 19
+    kept = _check_decode("x.avi", frame * 19, damaged, False, 2, 2)
+    assert kept.frames.shape == (19, 2, 2, 3) and kept.warnings == ["ac-tex damaged at 3 1"]
     with pytest.raises(VideoError) as e:
-        damaged = log + "[mpeg4 @ 0x1] [error] ac-tex damaged at 3 1\n"
-        _check_decode("x.avi", frame * 20, damaged, False, 2, 2)
+        _check_decode("x.avi", frame * 18, damaged, False, 2, 2)
+    assert e.value.reason == "decode error: ac-tex damaged at 3 1 (18 frames decoded, 19 expected)"
+    with pytest.raises(VideoError) as e:
+        _check_decode("x.avi", frame * 20, damaged, True, 2, 2)  # ffmpeg failed: never kept
     assert e.value.reason == "decode error: ac-tex damaged at 3 1"
+    assert _check_decode("x.avi", frame * 20, log, False, 2, 2).warnings == []
+
+
+def test_damaged_xvid_that_decodes_whole_is_kept_with_its_warnings(tmp_path):
+    whole = decode_video(damaged_xvid(tmp_path / "whole.avi", seed=1), 32, 32)
+    assert whole.frames.shape == (60, 32, 32, 3) and whole.fps == 30.0
+    assert whole.warnings and all(isinstance(w, str) and w for w in whole.warnings)
+    frames, fps = read_video(tmp_path / "whole.avi", 32, 32)  # the same frames, warnings logged
+    np.testing.assert_array_equal(frames, whole.frames)
+    with pytest.raises(VideoError, match=r"decode error: .* \(58 frames decoded, 59 expected\)"):
+        decode_video(damaged_xvid(tmp_path / "short.avi", seed=2), 32, 32)  # damage that lost 2 frames
 
 
 def test_bad_size_is_rejected(tmp_path):

@@ -1,19 +1,30 @@
-"""Typed configuration: one dataclass per section of ``params.yaml``.
+"""Typed configuration: one dataclass per section of ``params.yaml``, checked when built.
 
-Each section is built as ``FramesConfig(**params["frames"])`` so that an unknown or
-missing key fails loudly instead of being silently ignored. Defaults live in
-``params.yaml`` only; the dataclasses carry meaning and units.
+``section(params, "frames", FramesConfig)`` builds a section and checks it: an unknown
+or missing key, a value of the wrong type (from the field's annotation) or outside its
+range (``RULES``) raises ``ParamsError`` with a one-line message naming the key, the
+value and what is allowed. Stage scripts run their ``main`` through ``stage_main``,
+which ends the stage with that line instead of a traceback, before any data is read.
+Defaults live in ``params.yaml`` only; the dataclasses carry meaning and units.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar, get_type_hints
 
 import yaml
 
 T = TypeVar("T")
+PARAMS_FILE = "params.yaml"  # what stages read, from the current directory
+
+
+class ParamsError(ValueError):
+    """A param a user can fix in ``params.yaml``; the message is one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -60,56 +71,6 @@ class ResampleConfig:
 class ClipConfig:
     frames: int  # resampled frames per clip
     step: int  # resampled frames between clip starts (6 at 6 fps = one clip per second)
-
-
-def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    """Read ``params.yaml``.
-
-    Args:
-        path: file to read.
-
-    Returns:
-        The parsed mapping.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-    """
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
-
-def section(params: dict[str, Any], name: str, cls: type[T]) -> T:
-    """Build the dataclass ``cls`` from ``params[name]``.
-
-    Raises:
-        KeyError: if the section is absent.
-        TypeError: if the section has unknown or missing keys (names them).
-    """
-    if name not in params:
-        raise KeyError(f"params.yaml has no section {name!r}; sections: {sorted(params)}")
-    values = params[name]
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - allowed)
-    missing = sorted(allowed - set(values))
-    if unknown or missing:
-        raise TypeError(
-            f"params section {name!r}: unknown keys {unknown}, missing keys {missing}; "
-            f"allowed: {sorted(allowed)}"
-        )
-    return cls(**values)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-dict view of a config dataclass, for artifacts that describe themselves."""
-    return asdict(cfg)
-
-
-def resolve_workers(workers: int) -> int:
-    """Number of worker processes: ``workers`` if positive, else all cores."""
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 = all cores); got {workers}")
-    return workers or (os.cpu_count() or 1)
-
 
 
 @dataclass(frozen=True)
@@ -182,3 +143,223 @@ class FuseConfig:
     patience: int  # network: stop this many steps after the best holdout loss
     holdout: float  # network: share of each class's val videos held out for early stopping, in (0, 1)
     svm_c: float  # svm: LinearSVC's C (larger = less regularisation)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field allows beyond its annotated type."""
+
+    ok: Callable[[Any], bool]  # the check, only ever called on a value of the annotated type
+    text: str  # what is allowed, as read after "must be"
+    typed: bool = True  # the message puts the type first ("an integer >= 1"); False: ``text`` says all
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+TYPES: dict[Any, tuple[Callable[[Any], bool], str]] = {  # annotation -> (check, what it reads as)
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (_is_number, "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    list[float]: (lambda v: isinstance(v, list) and all(map(_is_number, v)), "a list of numbers"),
+}
+
+
+def at_least(low: float, note: str = "") -> Rule:
+    """``value >= low``; ``note`` (e.g. ``"0 = all cores"``) is shown in parentheses."""
+    return Rule(lambda v: v >= low, f">= {low}" + (f" ({note})" if note else ""))
+
+
+def above(low: float) -> Rule:
+    """``value > low``."""
+    return Rule(lambda v: v > low, f"> {low}")
+
+
+def between(low: float, high: float, closed: str = "[)") -> Rule:
+    """``value`` in the interval from ``low`` to ``high``, ``closed`` giving its brackets."""
+    lo_ok = (lambda v: v >= low) if closed[0] == "[" else (lambda v: v > low)
+    hi_ok = (lambda v: v <= high) if closed[1] == "]" else (lambda v: v < high)
+    return Rule(lambda v: lo_ok(v) and hi_ok(v), f"in {closed[0]}{low}, {high}{closed[1]}")
+
+
+def one_of(*choices: Any) -> Rule:
+    """``value`` equal to one of ``choices``, of the same type (``True`` is not ``1``)."""
+    return Rule(lambda v: _among(v, choices), f"one of {', '.join(map(str, choices))}", typed=False)
+
+
+def _among(value: Any, choices: Sequence[Any]) -> bool:
+    return any(type(value) is type(c) and value == c for c in choices)
+
+
+def _pretrained(v: str) -> bool:
+    return v in ("none", "imagenet") or (v.endswith((".pth", ".pt")) and Path(v).is_file())
+
+
+def _fuse_weights(v: list[float]) -> bool:
+    return len(v) == 2 and min(v) >= 0 and sum(v) > 0
+
+
+_EVEN_32 = Rule(lambda v: v >= 32 and v % 2 == 0, "an even integer >= 32", typed=False)
+_CORES = at_least(0, "0 = all cores")
+_FRACTION = between(0, 1, "[]")
+
+RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a field not named: type only
+    BaseConfig: {"seed": at_least(0)},
+    DemoConfig: {"classes": at_least(8), "videos_per_class": at_least(1), "seconds": above(0),
+                 "width": _EVEN_32, "height": _EVEN_32, "fps": at_least(1), "train_fraction": _FRACTION,
+                 "test_fraction": _FRACTION, "workers": _CORES},
+    DataConfig: {"root": Rule(lambda v: v.strip() != "", "a non-empty path", typed=False),
+                 "split": one_of(1, 2, 3), "val_fraction": between(0, 1)},
+    FramesConfig: {"width": at_least(1), "height": at_least(1), "workers": _CORES,
+                   "max_failures": _FRACTION, "videos_per_shard": at_least(1)},
+    ResampleConfig: {"fps": at_least(0, "0 = every frame")},
+    ClipConfig: {"frames": at_least(1), "step": at_least(1)},
+    FlowConfig: {"tau": above(0), "lambda_": above(0), "theta": above(0), "nscales": at_least(1),
+                 "warps": at_least(1), "epsilon": above(0), "inner_iterations": at_least(1),
+                 "outer_iterations": at_least(1), "scale_step": between(0, 1, "()"), "gamma": at_least(0),
+                 "median_filtering": Rule(lambda v: v == 1 or (v >= 3 and v % 2 == 1),
+                                          "1 (off) or an odd integer >= 3", typed=False),
+                 "backend": one_of("opencv", "torch", "auto"), "bound": above(0), "stack": at_least(1),
+                 "workers": _CORES, "threads": at_least(1)},
+    ShardsConfig: {"clips_per_shard": at_least(1)},
+    ModelConfig: {"backbone": one_of("resnet18", "resnet50"),
+                  "pretrained": Rule(_pretrained, "none, imagenet or an existing .pth/.pt file", typed=False),
+                  "hidden": at_least(1), "dropout": between(0, 1)},
+    TrainConfig: {"optimizer": one_of("sgd", "adamw"), "lr": above(0), "momentum": between(0, 1),
+                  "weight_decay": at_least(0), "warmup_epochs": at_least(0), "label_smoothing": between(0, 1),
+                  "batch_size": at_least(1), "crop": at_least(1), "workers": at_least(0, "0 = in the training process"),
+                  "threads": _CORES},
+    StreamConfig: {"epochs": at_least(1)},
+    TemporalConfig: {"input": one_of("flow", "sg3i"), "epochs": at_least(1)},
+    FuseConfig: {"weights": Rule(_fuse_weights, "2 numbers >= 0 (spatial, temporal) with a sum > 0", typed=False),
+                 "hidden": at_least(0, "0 = no hidden layer"), "lr": above(0), "weight_decay": at_least(0),
+                 "max_epochs": at_least(1), "patience": at_least(1), "holdout": between(0, 1, "()"),
+                 "svm_c": above(0)},
+}
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    """Read ``params.yaml``.
+
+    Args:
+        path: file to read.
+
+    Returns:
+        The parsed mapping.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+    """
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def section(params: Mapping[str, Any], name: str, cls: type[T]) -> T:
+    """Build the dataclass ``cls`` from ``params[name]``, checking every value.
+
+    Args:
+        params: the parsed ``params.yaml``.
+        name: the section's key, e.g. ``"model"``.
+        cls: its dataclass, e.g. ``ModelConfig``.
+
+    Returns:
+        The section, every value of its annotated type and within ``RULES[cls]``.
+
+    Raises:
+        ParamsError: if the section is absent or not a mapping, has unknown or missing
+            keys (names them), or a value of the wrong type or range (names key, value
+            and what is allowed).
+    """
+    values = _mapping(params, name, cls)
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted((k for k in values if k not in allowed), key=str)
+    missing = [k for k in allowed if k not in values]
+    if unknown or missing:
+        problems = [_keys("unknown", name, unknown), _keys("missing", name, missing)]
+        raise ParamsError(f"params: {'; '.join(filter(None, problems))}; allowed: {', '.join(allowed)}")
+    hints, rules = get_type_hints(cls), RULES.get(cls, {})
+    for key in allowed:
+        _check(f"{name}.{key}", values[key], hints[key], rules.get(key))
+    return cls(**values)
+
+
+def _mapping(params: Mapping[str, Any], name: str, cls: type) -> Mapping[str, Any]:
+    """``params[name]``, checked to be there and to be a mapping."""
+    if not isinstance(params, Mapping):
+        raise ParamsError(f"params: {PARAMS_FILE} must be a mapping of sections; got {params!r}")
+    if name not in params:
+        raise ParamsError(f"params: missing section {name}; sections: {', '.join(map(str, params))}")
+    values = params[name]
+    if not isinstance(values, Mapping):
+        keys = ", ".join(f.name for f in fields(cls))
+        raise ParamsError(f"params: {name} must be a mapping with keys {keys}; got {values!r}")
+    return values
+
+
+def _keys(kind: str, name: str, keys: list[Any]) -> str:
+    """``"unknown key model.depth"``, ``"missing keys a.x, a.y"`` or ``""`` when ``keys`` is empty."""
+    if not keys:
+        return ""
+    return f"{kind} key{'s' if len(keys) > 1 else ''} " + ", ".join(f"{name}.{k!s}" for k in keys)
+
+
+def _check(key: str, value: Any, hint: Any, rule: Rule | None) -> None:
+    """Raise ``ParamsError`` unless ``value`` is of type ``hint`` and passes ``rule``."""
+    type_ok, noun = TYPES[hint]
+    allowed = noun if rule is None else f"{noun} {rule.text}" if rule.typed else rule.text
+    if not (type_ok(value) and (rule is None or rule.ok(value))):
+        raise ParamsError(f"params: {key} must be {allowed}; got {value!r}")
+
+
+def choice(params: Mapping[str, Any], key: str, choices: Sequence[T]) -> T:
+    """The top-level scalar param ``params[key]`` (e.g. ``fusion``), checked to be one of ``choices``.
+
+    Raises:
+        ParamsError: if ``key`` is absent or its value is not one of ``choices``.
+    """
+    allowed = ", ".join(map(str, choices))
+    if not isinstance(params, Mapping) or key not in params:
+        raise ParamsError(f"params: missing top-level key {key} (one of {allowed})")
+    value = params[key]
+    if not _among(value, choices):
+        raise ParamsError(f"params: {key} must be one of {allowed}; got {value!r}")
+    return value
+
+
+def stage_main(name: str, main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
+    """Run a stage script's ``main(argv)``, turning a params error into one line on stderr.
+
+    Only what a user fixes in ``params.yaml`` is turned: a ``ParamsError``, or a missing
+    ``params.yaml``. Any other error keeps its traceback.
+
+    Args:
+        name: the stage, first word of the line (``"train"``).
+        main: the stage's ``main``, called with ``argv``.
+        argv: the stage's arguments; ``sys.argv[1:]`` when ``None``.
+
+    Raises:
+        SystemExit: ``f"{name}: {message}"`` (exit status 1, no traceback) on those errors.
+    """
+    try:
+        main(list(sys.argv[1:] if argv is None else argv))
+    except ParamsError as e:
+        raise SystemExit(f"{name}: {e}") from None
+    except FileNotFoundError as e:
+        if Path(str(e.filename)).name != PARAMS_FILE:
+            raise
+        raise SystemExit(f"{name}: params: no {e.filename} in {os.getcwd()} (stages run from the repository "
+                         "root)") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict view of a config dataclass, for artifacts that describe themselves."""
+    return asdict(cfg)
+
+
+def resolve_workers(workers: int) -> int:
+    """Number of worker processes: ``workers`` if positive, else all cores."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = all cores); got {workers}")
+    return workers or (os.cpu_count() or 1)

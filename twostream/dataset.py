@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from twostream.shards import MODALITIES, ROLES
-from twostream.transforms import eval_preset, train_preset
+from twostream.shards import MODALITIES, ROLES, read_expected
+from twostream.transforms import Preset, eval_preset, flow_rms, train_preset
+
+FLOW_SCALE_SAMPLES = 512  # train samples, evenly spaced, that ``fit_flow_scale`` reads
 
 
 def shard_files(shard_dir: str | os.PathLike, modality: str, role: str) -> list[Path]:
@@ -51,10 +53,15 @@ class ShardDataset(Dataset):
         classes: class names in label order; num_classes: their count.
         in_channels: ``C``: 3 for rgb and sg3i, ``2L`` for flow.
         params: the producing params of the shards (``clip``, ``flow``, ``shards``).
+        expected: ``(ids (V,), labels (V,))`` of every video the index names for the role
+            (``shards.read_expected``), None for shards without ``expected.json``;
+            missing: the records of those of them without samples (id, path, reason, ...).
+        transform: the ``Preset`` applied by ``__getitem__`` (None for flow without a scale:
+            only ``raw`` then reads samples, as ``fit_flow_scale`` does).
     """
 
     def __init__(self, shard_dir: str | os.PathLike, modality: str, role: str, train: bool,
-                 crop: int) -> None:
+                 crop: int, flow_scale: float | None = None) -> None:
         """Index the shard files (reads labels and attributes, no samples).
 
         Args:
@@ -63,6 +70,8 @@ class ShardDataset(Dataset):
             role: ``train``, ``val`` or ``test``.
             train: True for the training preset (random crop + flip), False for eval (centre crop).
             crop: output side in pixels (at most the stored height and width).
+            flow_scale: flow only: the normalisation scale in pixels (``fit_flow_scale`` of
+                the train split; the checkpoint stores it).
 
         Raises:
             ValueError: on an unknown modality or role, a crop larger than the samples, or
@@ -89,8 +98,13 @@ class ShardDataset(Dataset):
         if not 1 <= crop <= min(self.sample_shape[:2]):
             raise ValueError(f"crop must be in 1..{min(self.sample_shape[:2])} for {modality} samples of "
                              f"{self.sample_shape[0]}x{self.sample_shape[1]}; got {crop}")
-        bound = self.params["flow"]["bound"] if modality == "flow" else None
-        self.transform = (train_preset if train else eval_preset)(modality, crop, bound)
+        found = read_expected(shard_dir, modality, role)
+        self.expected = None if found is None else found[:2]
+        self.missing: list[dict[str, Any]] = [] if found is None else found[2]
+        self.bound: float | None = float(self.params["flow"]["bound"]) if modality == "flow" else None
+        self.transform: Preset | None = None
+        if modality != "flow" or flow_scale is not None:
+            self.transform = (train_preset if train else eval_preset)(modality, crop, self.bound, flow_scale)
         self._handles: dict[int, h5py.Dataset] = {}
         self._pid = os.getpid()
 
@@ -128,6 +142,9 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, np.int64, np.int64]:
         """Sample ``i``: ``(x (C, crop, crop) float32, label np.int64, video np.int64)``."""
+        if self.transform is None:
+            raise ValueError(f"{self.modality}/{self.role}: a flow dataset needs flow_scale to make "
+                             f"network inputs (fit_flow_scale on the train split)")
         i = int(i)
         return self.transform(self.raw(i)), self.labels[i], self.videos[i]
 
@@ -142,3 +159,16 @@ class ShardDataset(Dataset):
         state = dict(self.__dict__)
         state["_handles"] = {}
         return state
+
+
+def fit_flow_scale(dataset: ShardDataset, max_samples: int = FLOW_SCALE_SAMPLES) -> float:
+    """The flow normalisation scale: ``transforms.flow_rms`` of up to ``max_samples`` of the
+    dataset's samples, evenly spaced over it (the same ones on every run and rank).
+
+    Raises:
+        ValueError: if the dataset is not flow, or its samples are all zero motion.
+    """
+    if dataset.modality != "flow":
+        raise ValueError(f"the flow scale is fitted on flow samples; got {dataset.modality!r}")
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(max_samples, len(dataset))).round().astype(np.int64))
+    return flow_rms([dataset.raw(int(i)) for i in picks], dataset.bound)

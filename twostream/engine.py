@@ -10,6 +10,11 @@ training code) matches is resumed. Each epoch reseeds torch and the loader from
 Under ``torchrun`` (``WORLD_SIZE`` > 1) training runs DDP (gloo on CPU, NCCL on GPU) and
 evaluation gives each rank a contiguous block of samples, gathered in dataset order; only
 rank 0 writes files. channels_last everywhere, bf16 autocast on a GPU.
+
+Val and test are scored by the network rebuilt from the final checkpoint
+(``scoring.model_from_checkpoint``), the code path ``predict`` takes for a new video, so
+the stage's scores are the CLI's on any CPU. A flow stream divides its input by the RMS
+of its train split's flow (``dataset.fit_flow_scale``), stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,19 +34,24 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 
 from twostream.config import ModelConfig, TrainConfig
-from twostream.dataset import ShardDataset, shard_files
-from twostream.metrics import Scores, evaluate, save_scores, write_metrics
+from twostream.dataset import ShardDataset, fit_flow_scale, shard_files
+from twostream.hmdb51 import write_json
+from twostream.metrics import Scores, evaluate, headline, save_scores, write_metrics
 from twostream.models import build_model
+from twostream.scoring import (  # noqa: F401 - Dist, load_checkpoint: re-exported for callers
+    Dist, eval_transform, load_checkpoint, model_from_checkpoint, predict, to_device,
+)
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 STOP_ENV = "TWOSTREAM_STOP_AFTER_EPOCH"  # tests: stop after saving this epoch's checkpoint
-CODE = ("engine.py", "models.py", "dataset.py", "transforms.py")  # sources in the fingerprint
+CODE = ("engine.py", "models.py", "dataset.py", "transforms.py", "scoring.py")  # sources in the fingerprint
 EVAL_ROLES = ("val", "test")
+REPORT_NAME = "report.json"  # in the scores folder: the full evaluation of val and test
 
 
 class TrainingInterrupted(RuntimeError):
@@ -112,19 +122,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total))
 
 
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a (possibly one-process) run."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:  # the process that writes files
-        return self.rank == 0
-
-
 def init_distributed() -> Dist:
     """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -175,15 +172,6 @@ def train_loader(dataset: ShardDataset, spec: RunSpec, dist: Dist, epoch: int) -
                    sampler=sampler, generator=generator, drop_last=True)
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A ``(B, C, H, W) float32`` batch on ``device``, stored channels_last.
-
-    channels_last suits cuDNN's tensor cores and oneDNN alike: on the 2-core AVX2 CPU
-    ResNet-18 training steps ran ~8% more samples per CPU-second than in NCHW.
-    """
-    return x.to(device, non_blocking=True, memory_format=torch.channels_last)
-
-
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LambdaLR, criterion: nn.Module,
                     dist: Dist) -> float:
@@ -206,34 +194,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     if dist.world > 1:
         torch_dist.all_reduce(total)
     return float(total[0] / total[1].clamp(min=1))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig, dist: Dist) -> tuple[np.ndarray, float]:
-    """Softmax scores of every sample, the ranks sharing the work in contiguous blocks.
-
-    Returns:
-        ``probs (N, K) float32`` in dataset order (on every rank) and the mean plain
-        cross-entropy (no label smoothing).
-    """
-    n = len(dataset)
-    start, stop = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
-    loader = _loader(Subset(dataset, range(start, stop)), cfg, cfg.batch_size, dist.device)
-    model.eval()
-    probs, loss = [], 0.0
-    for x, y, _ in loader:
-        x, y = to_device(x, dist.device), y.to(dist.device)
-        with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
-            logits = model(x).float()
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        probs.append(logits.softmax(dim=1).cpu().numpy())
-    block = np.concatenate(probs) if probs else np.zeros((0, dataset.num_classes), np.float32)
-    parts = [(start, block, loss)]
-    if dist.world > 1:
-        parts = [None] * dist.world
-        torch_dist.all_gather_object(parts, (start, block, loss))
-    parts.sort(key=lambda p: p[0])
-    return np.concatenate([p[1] for p in parts]).astype(np.float32), sum(p[2] for p in parts) / max(n, 1)
 
 
 def fingerprint(spec: RunSpec, files: list[Path]) -> str:
@@ -279,22 +239,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (tensors and plain values only), onto the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuild the stream network from a checkpoint alone (weights loaded, eval mode)."""
-    cfg = checkpoint["model_config"]
-    model = build_model(cfg["backbone"], len(checkpoint["classes"]), checkpoint["in_channels"], "none",
-                        cfg["hidden"], cfg["dropout"])
-    model.load_state_dict(checkpoint["model"])
-    return model.eval()
 
 
 def resume(path: Path, print_: str, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -329,7 +275,8 @@ class EpochLog:
     """
 
     KEYS = {"train/loss": "train_loss", "val/loss": "val_loss", "val/clip_top1": "val_clip_top1",
-            "val/video_top1": "val_video_top1", "lr": "lr"}
+            "val/video_top1": "val_video_top1", "lr": "lr", "time/epoch_s": "seconds",
+            "time/samples_per_s": "samples_per_s"}
 
     def __init__(self, live_dir: str | os.PathLike, history: list[dict[str, Any]]) -> None:
         from dvclive import Live  # imported here: only rank 0 logs
@@ -358,9 +305,11 @@ class EpochLog:
 
 def _checkpoint(spec: RunSpec, data: ShardDataset, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: Any, history: list[dict[str, Any]], print_: str) -> dict[str, Any]:
-    """A checkpoint that describes itself: what ``model_from_checkpoint`` and ``resume`` need."""
-    return {"format": 1, "stream": spec.stream, "modality": spec.modality, "classes": list(data.classes),
+    """A checkpoint that describes itself: what ``model_from_checkpoint``, ``eval_transform``
+    and ``resume`` need (``flow_scale``: the flow stream's input scale in pixels, else None)."""
+    return {"format": 2, "stream": spec.stream, "modality": spec.modality, "classes": list(data.classes),
             "in_channels": data.in_channels, "crop": spec.train.crop, "model_config": asdict(spec.model),
+            "flow_scale": data.transform.scale,
             "params": spec.params(), "shard_params": data.params, "epoch": len(history),
             "history": history, "fingerprint": print_, "model": _unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
@@ -374,11 +323,11 @@ def _sync_buffers(model: nn.Module, dist: Dist) -> None:
 
 
 def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, live_dir: Path,
-        dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None) -> tuple[nn.Module, list[dict]]:
+        dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     """Train (or resume) for ``spec.epochs``, checkpointing every epoch.
 
     Returns:
-        The trained (unwrapped) model and the per-epoch history.
+        The final checkpoint (on every rank; rank 0 also wrote it to ``model_path``).
 
     Raises:
         TrainingInterrupted: after the epoch named by ``$TWOSTREAM_STOP_AFTER_EPOCH``.
@@ -406,8 +355,8 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, 
         loss = train_one_epoch(net, train_loader(data, spec, dist, epoch), optimizer, scheduler, criterion, dist)
         train_s = time.perf_counter() - begin
         _sync_buffers(model, dist)
-        probs, val_loss = predict(model, val, cfg, dist)
-        scores = evaluate(probs, val.labels, val.videos, val.classes)
+        probs, val_loss = predict(model, val, cfg.batch_size, cfg.workers, dist)
+        scores = evaluate(probs, val.labels, val.videos, val.classes, val.expected)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss, "val_loss": val_loss,
                         "val_clip_top1": scores["clip_top1"], "val_video_top1": scores["video_top1"],
                         "train_seconds": train_s, "seconds": time.perf_counter() - begin,
@@ -421,16 +370,19 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, 
             raise TrainingInterrupted(f"stopped after epoch {epoch + 1} (${STOP_ENV})")
     if live:
         live.end()
-    return model, history
+    return _checkpoint(spec, data, model, optimizer, scheduler, history, print_)
 
 
-def score_roles(model: nn.Module, spec: RunSpec, shard_dir: Path, dist: Dist) -> dict[str, Scores]:
-    """Per-clip softmax scores of the ``val`` and ``test`` roles."""
-    out = {}
+def score_roles(checkpoint: dict[str, Any], spec: RunSpec, shard_dir: Path, dist: Dist) -> dict[str, Scores]:
+    """Per-clip softmax scores of the ``val`` and ``test`` roles by the network of ``checkpoint``,
+    rebuilt as ``predict`` rebuilds it (``scoring.model_from_checkpoint``)."""
+    model, out = model_from_checkpoint(checkpoint, dist.device), {}
     for role in EVAL_ROLES:
-        data = ShardDataset(shard_dir, spec.modality, role, False, spec.train.crop)
-        probs, _ = predict(model, data, spec.train, dist)
-        out[role] = Scores(probs, data.labels, data.videos, data.clips, data.classes)
+        data = ShardDataset(shard_dir, spec.modality, role, False, spec.train.crop, checkpoint["flow_scale"])
+        assert data.transform == eval_transform(checkpoint)  # the transform predict applies
+        probs, _ = predict(model, data, spec.train.batch_size, spec.train.workers, dist)
+        expected = data.expected or (None, None)
+        out[role] = Scores(probs, data.labels, data.videos, data.clips, data.classes, *expected)
         data.close()
     return out
 
@@ -442,19 +394,21 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
 
     Args:
         spec: the run (stream, modality, epochs, seed, model and train params).
-        shard_dir: ``data/shards`` (reads ``<modality>/{train,val,test}-*.h5``).
+        shard_dir: ``data/shards`` (reads ``<modality>/{train,val,test}-*.h5`` and ``expected.json``).
         model_path: checkpoint, written after every epoch (``models/<stream>.pt``).
-        metrics_path: ``metrics/<stream>.json``: test metrics (``metrics.evaluate`` keys),
-            ``val`` (the same on val), ``epochs``, ``seconds``, ``samples_per_s``, ``modality``.
-        scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``).
-        live_dir: dvclive folder (``dvclive/<stream>``).
+        metrics_path: ``metrics/<stream>.json``: ``metrics.headline`` of test and val.
+        scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``) and
+            ``report.json`` (the full ``evaluate`` of both roles: per class, confusion, missing
+            videos with the reasons the data stages gave).
+        live_dir: dvclive folder (``dvclive/<stream>``): losses, accuracies, lr and timings per epoch.
         on_epoch: called on rank 0 with each new epoch's history record.
 
     Returns:
-        The metrics written (on every rank).
+        The metrics written, plus ``seconds`` (all runs of a resumed one) and ``samples_per_s``
+        (median over epochs), which stay out of the file (on every rank).
 
     Raises:
-        ValueError: on bad params (optimizer, batch size) or too little data.
+        ValueError: on bad params (optimizer, batch size), too little data, or all-still flow.
         FileNotFoundError: if a role has no shards.
         TrainingInterrupted: see ``fit``.
     """
@@ -462,19 +416,24 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
     configure_runtime(spec.train, dist)
     if spec.train.batch_size % dist.world:
         raise ValueError(f"train.batch_size {spec.train.batch_size} must split evenly over {dist.world} ranks")
-    shard_dir = Path(shard_dir)
-    data = ShardDataset(shard_dir, spec.modality, "train", True, spec.train.crop)
-    val = ShardDataset(shard_dir, spec.modality, "val", False, spec.train.crop)
-    model, history = fit(spec, data, val, Path(model_path), Path(live_dir), dist, on_epoch)
+    shard_dir, crop = Path(shard_dir), spec.train.crop
+    scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if spec.modality == "flow" else None
+    data = ShardDataset(shard_dir, spec.modality, "train", True, crop, scale)
+    val = ShardDataset(shard_dir, spec.modality, "val", False, crop, scale)
+    checkpoint = fit(spec, data, val, Path(model_path), Path(live_dir), dist, on_epoch)
     begin = time.perf_counter()
-    scores = score_roles(model, spec, shard_dir, dist)
-    results = {role: evaluate(s.probs, s.labels, s.videos, s.classes) for role, s in scores.items()}
-    seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin  # all runs of a resumed one
-    metrics = {**results["test"], "val": results["val"], "modality": spec.modality, "epochs": spec.epochs,
-               "seconds": round(seconds, 1),
-               "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}
+    scores = score_roles(checkpoint, spec, shard_dir, dist)
+    results = {role: s.evaluate() for role, s in scores.items()}
+    metrics = headline(results["test"], results["val"])
+    history = checkpoint["history"]
     if dist.main:
         for role, s in scores.items():
             save_scores(Path(scores_dir) / f"{role}.npz", s)
+        missing = {role: (ShardDataset(shard_dir, spec.modality, role, False, crop, scale).missing)
+                   for role in EVAL_ROLES}
+        write_json(Path(scores_dir) / REPORT_NAME, {"stream": spec.stream, "modality": spec.modality,
+                                                     "flow_scale": scale, **results, "missing": missing})
         write_metrics(metrics_path, metrics)
-    return metrics
+    seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin
+    return {**metrics, "seconds": round(seconds, 1),
+            "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}

@@ -39,7 +39,7 @@ from twostream.h5store import (  # noqa: F401 - LIBVER, dataset_name, encode_chu
     LIBVER, META_NAME, RAW_ABOVE, VideoShardWriter, VideoStore, clear_shards, dataset_name, encode_chunks,
 )
 from twostream.hmdb51 import read_index, write_json
-from twostream.video import VideoError, read_video
+from twostream.video import VideoError, decode_video
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,18 @@ class _Decoded(NamedTuple):
     compression: str | None  # HDF5 filter of the chunks: "gzip" or None
     chunks: list[bytes]  # one per frame, as HDF5 stores it with that filter
     reason: str | None  # None on success
+    warnings: list[str]  # ffmpeg's errors for a video that still decoded whole (video.decode_video)
 
 
 def _decode_job(job: tuple[int, str, int, int]) -> _Decoded:
     """Worker: decode one video ``(vid, path, width, height)`` and compress every frame."""
     vid, path, width, height = job
     try:
-        frames, fps = read_video(path, width, height)
+        frames, fps, warnings = decode_video(path, width, height)
     except VideoError as e:
-        return _Decoded(vid, 0.0, (), None, [], e.reason)
+        return _Decoded(vid, 0.0, (), None, [], e.reason, [])
     compression, chunks = encode_chunks(frames)
-    return _Decoded(vid, fps, frames.shape, compression, chunks, None)
+    return _Decoded(vid, fps, frames.shape, compression, chunks, None, warnings)
 
 
 @contextlib.contextmanager
@@ -119,7 +120,9 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike,
     """Decode the train/val/test videos of an index into HDF5 shards at the working size.
 
     Role ``unused`` videos are listed in the report as skipped, undecodable ones as
-    failed, each with a reason: every indexed video is stored or reported.
+    failed, each with a reason: every indexed video is stored or reported. A video that
+    decoded whole although ffmpeg logged errors is stored and listed as ``warned`` (its
+    first message as ``reason``, and ``n_warnings``).
 
     Args:
         index_path: ``data/index.json``; relative video paths are taken from the cwd.
@@ -137,7 +140,7 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike,
     """
     _check_config(cfg)
     index = read_index(index_path)
-    jobs, skipped, failed, videos = [], [], [], {}
+    jobs, skipped, failed, warned, videos = [], [], [], [], {}
     for vid, record in enumerate(index):
         if record["role"] in DECODE_ROLES:
             jobs.append((vid, record["path"], cfg.width, cfg.height))
@@ -149,6 +152,9 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike,
         for result in tqdm(results, total=len(jobs), desc="frames", unit="video"):
             if result.reason is None:
                 videos[str(result.vid)] = _write(writer, result)
+                if result.warnings:
+                    warned.append({**_problem(result.vid, index[result.vid], result.warnings[0]),
+                                   "n_warnings": len(result.warnings)})
             else:
                 failed.append(_problem(result.vid, index[result.vid], result.reason))
                 log.warning("video %d (%s): %s", result.vid, failed[-1]["path"], result.reason)
@@ -157,9 +163,9 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike,
     fraction = len(failed) / len(jobs) if jobs else 0.0
     report = {
         "counts": {"indexed": len(index), "attempted": len(jobs), "stored": len(videos),
-                   "failed": len(failed), "skipped": len(skipped)},
+                   "failed": len(failed), "skipped": len(skipped), "warned": len(warned)},
         "failed_fraction": fraction, "max_failures": cfg.max_failures,
-        "failed": failed, "skipped": skipped,
+        "failed": failed, "skipped": skipped, "warned": warned,
     }
     write_json(report_path, report)
     if fraction > cfg.max_failures:

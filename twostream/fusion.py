@@ -40,7 +40,7 @@ from torch import nn
 
 from twostream.config import FuseConfig
 from twostream.metrics import (
-    Scores, confusion_rows, evaluate, load_scores, per_class_table, video_labels, video_scores, write_metrics,
+    Scores, confusion_rows, headline, load_scores, per_class_table, video_labels, video_scores, write_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,9 @@ def check_aligned(scores: Sequence[Scores]) -> None:
                              f"{other.classes}")
         if len(other.videos) != len(first.videos):
             raise ValueError(f"{STREAMS[0]} has {len(first.videos)} clip scores, {name} {len(other.videos)}")
+        if not (np.array_equal(other.expected_videos, first.expected_videos)
+                and np.array_equal(other.expected_labels, first.expected_labels)):
+            raise ValueError(f"{STREAMS[0]} and {name} scores expect other videos: re-run both train stages")
         differ = np.flatnonzero((other.videos != first.videos) | (other.clips != first.clips)
                                 | (other.labels != first.labels))
         if differ.size:
@@ -407,16 +410,15 @@ def fuse(scores_dir: str | os.PathLike, metrics_path: str | os.PathLike, model_p
 
     Args:
         scores_dir: ``data/scores`` (``<stream>/{val,test}.npz`` of every stream in ``STREAMS``).
-        metrics_path: ``metrics/fusion.json``: ``metrics.evaluate`` keys of the fused test scores,
-            ``method``, ``streams`` (each stream's test ``video_top1``) and ``val`` (the fused val
-            scores: for network and svm the data they were fitted on).
+        metrics_path: ``metrics/fusion.json``: ``metrics.headline`` of the fused test and val
+            scores (val: for network and svm the data they were fitted on) and ``method``.
         model_path: the fitted fusion (``save_fusion``), for ``predict``.
         plots_dir: ``confusion.csv`` (``actual``, ``predicted`` per test video), ``per_class.csv``
             (``per_class_rows``) and ``per_class.png``.
         method: one of ``METHODS``; cfg: the ``fuse`` params; seed: ``base.seed``.
 
     Returns:
-        The metrics written.
+        The metrics written, plus ``streams``: each stream's test video top-1 (not written).
 
     Raises:
         ValueError: on an unknown method, bad settings, or scores that do not align.
@@ -430,11 +432,9 @@ def fuse(scores_dir: str | os.PathLike, metrics_path: str | os.PathLike, model_p
     fusion.fit([s.probs for s in val], val[0].labels, val[0].videos)
     fused = {role: fusion.predict_proba([s.probs for s in scores]) for role, scores in (("val", val),
                                                                                          ("test", test))}
-    results = {name: evaluate(s.probs, s.labels, s.videos, classes) for name, s in zip(STREAMS, test)}
-    results["fusion"] = evaluate(fused["test"], test[0].labels, test[0].videos, classes)
-    metrics = {**results["fusion"], "method": method,
-               "streams": {name: results[name]["video_top1"] for name in STREAMS},
-               "val": evaluate(fused["val"], val[0].labels, val[0].videos, classes)}
+    results = {name: s.evaluate() for name, s in zip(STREAMS, test)}
+    results["fusion"] = test[0].evaluate(fused["test"])
+    metrics = {**headline(results["fusion"], val[0].evaluate(fused["val"])), "method": method}
     write_metrics(metrics_path, metrics)
     save_fusion(model_path, method, cfg, seed, fusion, classes)
     plots_dir = Path(plots_dir)
@@ -443,4 +443,4 @@ def fuse(scores_dir: str | os.PathLike, metrics_path: str | os.PathLike, model_p
     write_csv(plots_dir / "confusion.csv", confusion_rows(truth, video_probs.argmax(axis=1), classes))
     write_csv(plots_dir / "per_class.csv", per_class_rows(results))
     plot_per_class(plots_dir / "per_class.png", results, f"Per-class test accuracy: streams and {method} fusion")
-    return metrics
+    return {**metrics, "streams": {name: results[name]["video_top1"] for name in STREAMS}}

@@ -6,9 +6,11 @@ metric keys of DESIGN.md (fractions 0..1 rounded to ``DECIMALS``) plus counts, p
 video accuracy and the video-level confusion matrix.
 
 Scores files (``data/scores/<stream>/<role>.npz``, written by ``train``, read by ``fuse``)
-hold ``probs (N, K) float32``, ``labels``, ``videos``, ``clips`` (each ``(N,) int64``) and
+hold ``probs (N, K) float32``, ``labels``, ``videos``, ``clips`` (each ``(N,) int64``),
 ``classes`` (``(K,)`` fixed-width unicode, so they load with ``allow_pickle=False``), in
-(video, clip) order.
+(video, clip) order, and ``expected_videos``, ``expected_labels`` (``(E,) int64``): every
+video of the role the index names, so that a video that never reached the shards still
+counts (as wrong).
 """
 
 from __future__ import annotations
@@ -109,26 +111,62 @@ def _top_k(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
     return float(top_k_accuracy_score(y_true, scores, k=k, labels=np.arange(num_classes)))
 
 
-def evaluate(probs: np.ndarray, labels: np.ndarray, videos: np.ndarray,
-             classes: list[str]) -> dict[str, Any]:
+def _expected(truth_ids: np.ndarray, truth: np.ndarray, num_classes: int,
+              expected: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The videos to count, ``(ids (E,), labels (E,))``: ``expected``, checked against the scored
+    videos (``truth_ids``, ``truth``), or the scored videos themselves.
+
+    Raises:
+        ValueError: if a scored video is not expected, or has another label there.
+    """
+    if expected is None:
+        return truth_ids, truth
+    ids = np.asarray(expected[0]).astype(np.int64, copy=False)
+    labels = np.asarray(expected[1]).astype(np.int64, copy=False)
+    if ids.shape != labels.shape or ids.ndim != 1 or len(np.unique(ids)) != len(ids):
+        raise ValueError(f"expected videos must be two (E,) arrays of distinct ids and labels; got "
+                         f"{ids.shape} and {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"expected labels must be in [0, {num_classes}); got min {labels.min()}, max {labels.max()}")
+    if len(ids) == 0:
+        raise ValueError(f"{len(truth_ids)} videos were scored but none is expected")
+    order = np.argsort(ids)
+    ids, labels = ids[order], labels[order]
+    at = np.searchsorted(ids, truth_ids).clip(max=len(ids) - 1)
+    bad = np.flatnonzero((ids[at] != truth_ids) | (labels[at] != truth))
+    if bad.size:
+        raise ValueError(f"scored video {truth_ids[bad[0]]} (label {truth[bad[0]]}) is not among the expected "
+                         f"videos with that label")
+    return ids, labels
+
+
+def evaluate(probs: np.ndarray, labels: np.ndarray, videos: np.ndarray, classes: list[str],
+             expected: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Clip- and video-level metrics of one method on one role.
+
+    Video-level figures count every expected video: one without scores (it never reached
+    the shards) counts as wrong, so the figures stay comparable with published results
+    whatever the data stages dropped. Clip-level figures are over the scored clips.
 
     Args:
         probs: ``(N, K)`` softmax scores per clip, ``K == len(classes)``.
         labels: ``(N,)`` true label per clip, in ``[0, K)``, the same for all clips of a video.
         videos: ``(N,)`` video id per clip.
         classes: class names in label order.
+        expected: ``(ids (E,), labels (E,))`` of every video the index names for the role;
+            None = the scored videos.
 
     Returns:
         ``video_top1``, ``video_top5``, ``clip_top1``, ``clip_top5`` (top-min(5, K)),
-        ``mean_class_acc`` (mean video recall over classes that have a video): floats
-        rounded to ``DECIMALS``; ``n_videos``, ``n_clips``: ints; ``per_class``: class name
-        -> video accuracy, ``None`` for a class without videos; ``confusion``: ``K x K``
-        list of video counts, rows = true label, columns = predicted.
+        ``mean_class_acc`` (mean video recall over classes with an expected video): floats
+        rounded to ``DECIMALS``; ``n_videos`` (expected), ``videos_scored``, ``n_clips``: ints;
+        ``missing``: ids of the expected videos without scores; ``per_class``: class name ->
+        video accuracy, ``None`` for a class without videos; ``confusion``: ``K x K`` list of
+        scored-video counts, rows = true label, columns = predicted.
 
     Raises:
-        ValueError: on bad shapes, K != len(classes), labels out of range, or a video
-            whose clips carry different labels.
+        ValueError: on bad shapes, K != len(classes), labels out of range, a video whose
+            clips carry different labels, or a scored video that is not expected.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64, copy=False)
@@ -139,26 +177,39 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, videos: np.ndarray,
         raise ValueError(f"probs has {num_classes} columns but {len(classes)} classes were given")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must be in [0, {num_classes}); got min {labels.min()}, max {labels.max()}")
-    _, truth = video_labels(labels, videos)
+    truth_ids, truth = video_labels(labels, videos)
     _, scores = video_scores(probs, videos)
+    all_ids, all_labels = _expected(truth_ids, truth, num_classes, expected)
     predicted = scores.argmax(axis=1)
     confusion = confusion_matrix(truth, predicted, labels=np.arange(num_classes))
-    support = confusion.sum(axis=1)
+    support = np.bincount(all_labels, minlength=num_classes)
     recall = np.diag(confusion) / np.maximum(support, 1)
     present = support > 0
     k = min(TOP_K, num_classes)
+    share = len(truth) / max(len(all_ids), 1)  # a missing video counts as wrong
     return {
-        "video_top1": _fraction(_top_k(truth, scores, 1)),
-        "video_top5": _fraction(_top_k(truth, scores, k)),
+        "video_top1": _fraction(_top_k(truth, scores, 1) * share),
+        "video_top5": _fraction(_top_k(truth, scores, k) * share),
         "clip_top1": _fraction(_top_k(labels, probs, 1)),
         "clip_top5": _fraction(_top_k(labels, probs, k)),
         "mean_class_acc": _fraction(recall[present].mean()),
-        "n_videos": int(len(truth)),
+        "n_videos": int(len(all_ids)),
+        "videos_scored": int(len(truth)),
         "n_clips": int(len(labels)),
+        "missing": np.setdiff1d(all_ids, truth_ids).tolist(),
         "per_class": {name: (_fraction(recall[c]) if present[c] else None)
                       for c, name in enumerate(classes)},
         "confusion": confusion.astype(int).tolist(),
     }
+
+
+HEADLINE = ("video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos", "videos_scored")
+
+
+def headline(test: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
+    """The metrics file of a method: ``HEADLINE`` keys of its ``evaluate`` result on test, and
+    ``val_video_top1``; per-class figures and the confusion matrix go to reports and plots."""
+    return {**{key: test[key] for key in HEADLINE}, "val_video_top1": val["video_top1"]}
 
 
 def confusion_rows(video_true: np.ndarray, video_pred: np.ndarray,
@@ -226,6 +277,8 @@ class Scores:
         probs: ``(N, K) float32`` softmax per clip.
         labels, videos, clips: ``(N,) int64`` true label, video id, clip number.
         classes: the ``K`` class names in label order.
+        expected_videos, expected_labels: ``(E,) int64``: every video the index names for
+            the role (``evaluate``'s ``expected``); None = the scored videos.
     """
 
     probs: np.ndarray
@@ -233,6 +286,8 @@ class Scores:
     videos: np.ndarray
     clips: np.ndarray
     classes: list[str]
+    expected_videos: np.ndarray | None = None
+    expected_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Cast to the stated dtypes and check the shapes.
@@ -248,6 +303,20 @@ class Scores:
         _check_clips(self.probs, ("labels", self.labels), ("videos", self.videos), ("clips", self.clips))
         if len(self.classes) != self.probs.shape[1]:
             raise ValueError(f"probs has {self.probs.shape[1]} columns but {len(self.classes)} classes")
+        if self.expected_videos is None:
+            self.expected_videos, self.expected_labels = video_labels(self.labels, self.videos)
+        self.expected_videos = np.asarray(self.expected_videos).astype(np.int64, copy=False)
+        self.expected_labels = np.asarray(self.expected_labels).astype(np.int64, copy=False)
+
+    @property
+    def expected(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, labels)`` of the videos ``evaluate`` counts."""
+        return self.expected_videos, self.expected_labels
+
+    def evaluate(self, probs: np.ndarray | None = None) -> dict[str, Any]:
+        """``evaluate`` of these clips (or of other ``probs`` for them) against the expected videos."""
+        return evaluate(self.probs if probs is None else probs, self.labels, self.videos, self.classes,
+                        self.expected)
 
 
 def save_scores(path: str | os.PathLike, scores: Scores) -> None:
@@ -272,7 +341,8 @@ def save_scores(path: str | os.PathLike, scores: Scores) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         np.savez(f, probs=scores.probs[order], labels=scores.labels[order], videos=videos,
-                 clips=clips, classes=np.array(scores.classes, dtype=np.str_))
+                 clips=clips, classes=np.array(scores.classes, dtype=np.str_),
+                 expected_videos=scores.expected_videos, expected_labels=scores.expected_labels)
     log.info("wrote %d clip scores of %d videos to %s", len(order), len(np.unique(videos)), path)
 
 
@@ -286,5 +356,7 @@ def load_scores(path: str | os.PathLike) -> Scores:
         missing = [key for key in SCORE_KEYS if key not in data.files]
         if missing:
             raise ValueError(f"{path} lacks {missing}; a scores file has {list(SCORE_KEYS)}")
+        expected = [data[key] if key in data.files else None for key in ("expected_videos", "expected_labels")]
         return Scores(probs=data["probs"], labels=data["labels"], videos=data["videos"],
-                      clips=data["clips"], classes=data["classes"].tolist())
+                      clips=data["clips"], classes=data["classes"].tolist(), expected_videos=expected[0],
+                      expected_labels=expected[1])

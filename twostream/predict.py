@@ -5,10 +5,11 @@ A new video goes through the functions the stages run, not copies of them:
 ``resample.resample_indices`` at ``resample.fps``, then ``shards.video_samples`` (the
 shards stage's per-video sampling) over in-memory stand-ins for the three stores, which
 compute what the stores would hold with ``sg3i.video_sg3i`` and ``flow.video_flow``
-(the sg3i and flow stages' per-video functions). Each stream's samples then take the
-evaluation transform of training (``transforms.eval_preset``: centre crop, normalise),
-the checkpoint's network scores every clip, the fusion of ``models/fusion.pt`` (written
-by the ``fuse`` stage) fuses the clip scores, and the video's scores are their mean.
+(the sg3i and flow stages' per-video functions). Each stream then scores the clips with
+``scoring.score_samples``, the code path the train stage scores val and test with (the
+network rebuilt from the checkpoint, its evaluation transform with the flow scale the
+checkpoint stores, the same batches), the fusion of ``models/fusion.pt`` (written by the
+``fuse`` stage) fuses the clip scores, and the video's scores are their mean.
 
 Params (``frames``, ``resample``, ``clip``, ``flow``) come from ``params.yaml``; the
 checkpoints record the clip and flow quantisation params they were trained with, and a
@@ -24,19 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from twostream.clips import clip_starts, needed_pairs
 from twostream.config import (
     ClipConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, load_params, section, to_dict,
 )
-from twostream.engine import load_checkpoint, model_from_checkpoint
 from twostream.flow import video_flow
 from twostream.fusion import STREAMS, AverageFusion, Fusion, check_method, load_fusion
 from twostream.resample import resample_indices
+from twostream.scoring import load_checkpoint, score_samples
 from twostream.sg3i import video_sg3i
 from twostream.shards import ClipVideo, video_samples
-from twostream.transforms import eval_preset
 from twostream.video import read_video
 
 log = logging.getLogger(__name__)
@@ -127,22 +126,15 @@ def check_checkpoint(name: str, checkpoint: dict[str, Any], fp: FeatureParams) -
     Raises:
         PredictError: naming both values.
     """
+    if checkpoint.get("format", 1) < 2:
+        raise PredictError(f"the {name} model is a format-{checkpoint.get('format', 1)} checkpoint without "
+                           f"its flow scale: retrain it (dvc repro)")
     trained = checkpoint["shard_params"]
     now = {"clip": to_dict(fp.clip), "flow": {"stack": fp.flow.stack, "bound": fp.flow.bound}}
     for key in now:
         if trained[key] != now[key]:
             raise PredictError(f"the {name} model was trained with {key} {trained[key]}, params.yaml says "
                                f"{now[key]}: use the params it was trained with")
-
-
-@torch.no_grad()
-def stream_scores(checkpoint: dict[str, Any], model: torch.nn.Module, samples: np.ndarray) -> np.ndarray:
-    """Softmax scores ``(C, K) float32`` of a stream for its samples ``(C, H, W, ch) uint8``."""
-    modality = checkpoint["modality"]
-    bound = checkpoint["shard_params"]["flow"]["bound"] if modality == "flow" else None
-    transform = eval_preset(modality, checkpoint["crop"], bound)
-    x = torch.stack([transform(sample) for sample in samples])  # (C, ch, crop, crop) float32
-    return model(x).float().softmax(dim=1).numpy()
 
 
 def load_fusion_for(models_dir: Path, params: dict[str, Any]) -> tuple[str, Fusion, list[str] | None]:
@@ -223,8 +215,7 @@ def predict_video(path: str | os.PathLike, models_dir: str | os.PathLike = "mode
         if other is not None and other != classes:
             raise PredictError(f"the {name} model has classes {other}, the {STREAMS[0]} model {classes}")
     samples = clip_samples(path, fp)
-    clips = {name: stream_scores(c, model_from_checkpoint(c), samples[c["modality"]])
-             for name, c in checkpoints.items()}  # each (C, K)
+    clips = {name: score_samples(c, samples[c["modality"]]) for name, c in checkpoints.items()}  # each (C, K)
     fused = fusion.predict_proba([clips[name] for name in STREAMS])  # (C, K)
     return Prediction(str(path), classes, method, len(fused), fused.mean(axis=0),
                       {name: s.mean(axis=0).astype(np.float64) for name, s in clips.items()})

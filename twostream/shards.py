@@ -8,7 +8,14 @@ On disk (``data/shards/``):
   Attributes: ``classes`` (JSON list, label order), ``modality``, ``layout``, ``params``
   (JSON of the producing params). ``x`` has one sample per chunk, so a random read
   touches one chunk; compression per modality as ``COMPRESSION`` says.
-- ``summary.json``: samples per modality and role, bytes per sample, bytes on disk.
+- ``{rgb,sg3i,flow}/expected.json``: per role, every video the index names (``[id,
+  label]``) and the ones without samples, each with the reason an earlier stage gave
+  (``expected_videos``), so that evaluation counts a missing video as wrong.
+- ``summary.json``: samples and videos per modality and role, missing videos, bytes per
+  sample, bytes on disk.
+
+A video is sharded in every modality or in none: one that a store lacks is dropped from
+all and listed as missing, never an error (params that disagree with a store still are).
 
 Every file is byte-deterministic (fixed HDF5 ``libver``, no timestamps, fixed order).
 The stage also draws ``plots/previews/<class>.png``: RGB frame, SG3I image and first
@@ -44,6 +51,7 @@ MODALITIES = ("rgb", "sg3i", "flow")
 ROLES = ("train", "val", "test")
 SHARD_NAME = "{role}-{number:05d}.h5"
 SUMMARY_NAME = "summary.json"
+EXPECTED_NAME = "expected.json"  # per modality folder: the index's videos per role, and the missing ones
 LAYOUTS = {
     "rgb": "(N, H, W, 3) uint8 RGB: the clip's middle frame",
     "sg3i": "(N, H, W, 3) uint8: grayscale first, middle, last frame of the clip as channels 0, 1, 2",
@@ -120,12 +128,11 @@ def plan_roles(index: list[dict[str, Any]], kept: dict[int, np.ndarray],
     return plan
 
 
-def check_stores(plan: dict[str, list[ClipVideo]], index: list[dict[str, Any]], sg3i: SG3IStore,
-                 flow: FlowStore, clip: ClipConfig, stack: int, bound: float) -> None:
-    """Every planned video must be in every store, and the stores must match the params.
+def check_store_params(sg3i: SG3IStore, flow: FlowStore, clip: ClipConfig, stack: int, bound: float) -> None:
+    """The stores must have been made with the params the shards are made with.
 
     Raises:
-        ShardsError: naming the missing or inconsistent videos (id and path) per store.
+        ShardsError: naming the store, what it holds and what the params say.
     """
     if (flow.stack, flow.bound) != (stack, bound):
         raise ShardsError(f"the flow store {flow.root} has stack {flow.stack}, bound {flow.bound}; "
@@ -133,22 +140,77 @@ def check_stores(plan: dict[str, list[ClipVideo]], index: list[dict[str, Any]], 
     if sg3i.params.get("clip") != to_dict(clip):
         raise ShardsError(f"the SG3I store {sg3i.root} was made with clip {sg3i.params.get('clip')}; "
                           f"params say clip {to_dict(clip)}: re-run the sg3i stage")
-    no_sg3i, no_flow, other_clips = [], [], []
+
+
+def unusable(plan: dict[str, list[ClipVideo]], sg3i: SG3IStore, flow: FlowStore) -> dict[int, str]:
+    """Planned videos that some store lacks (or holds with other clips): id -> reason.
+
+    A video is sharded in every modality or in none, so the streams see the same videos.
+    """
+    reasons = {}
     for video in (v for videos in plan.values() for v in videos):
-        name = f"{video.vid} ({index[video.vid]['path']})"
-        if video.vid not in sg3i:
-            no_sg3i.append(name)
-        elif sg3i.n_clips(video.vid) != len(video.starts):
-            other_clips.append(f"{name}: {sg3i.n_clips(video.vid)} != {len(video.starts)}")
         if video.vid not in flow:
-            no_flow.append(name)
-    found = [f"{len(bad)} videos {what}: {', '.join(bad[:20])}" for what, bad in (
-        (f"missing from the SG3I store {sg3i.root}", no_sg3i),
-        (f"missing from the flow store {flow.root}", no_flow),
-        (f"with other clip counts in the SG3I store {sg3i.root} (stored != planned)", other_clips)) if bad]
-    if found:
-        raise ShardsError("every train/val/test video of resample.json must be in every modality "
-                          "(the flow stage reports its failures); " + "; ".join(found))
+            reasons[video.vid] = f"not in the flow store {flow.root}"
+        elif video.vid not in sg3i:
+            reasons[video.vid] = f"not in the SG3I store {sg3i.root}"
+        elif sg3i.n_clips(video.vid) != len(video.starts):
+            reasons[video.vid] = (f"the SG3I store holds {sg3i.n_clips(video.vid)} clips, the clip params "
+                                  f"give {len(video.starts)}")
+    return reasons
+
+
+def stage_reasons(report_paths: list[str | os.PathLike]) -> dict[int, str]:
+    """Why earlier stages dropped videos: id -> ``"<report>: <reason>"`` from the ``failed`` and
+    ``skipped`` lists of stage reports (frames, flow) and the ``too_short`` list of resample.json
+    (the first report that names a video wins)."""
+    reasons: dict[int, str] = {}
+    for path in report_paths:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        for key in ("failed", "skipped", "too_short"):
+            for entry in doc.get(key, []):
+                reason = entry.get("reason") or f"too short: {entry.get('n_kept')} resampled frames"
+                reasons.setdefault(int(entry["id"]), f"{Path(path).name}: {reason}")
+    return reasons
+
+
+def expected_videos(index: list[dict[str, Any]], plan: dict[str, list[ClipVideo]],
+                    reasons: dict[int, str]) -> dict[str, Any]:
+    """Per role, every video the index names and those of them that have no samples.
+
+    Returns:
+        ``{"expected": {role: [[id, label], ...]}, "missing": {role: [{"id", "path", "class",
+        "label", "reason"}]}}``, ids ascending; a missing video's reason comes from
+        ``reasons``, else ``"not in the frames store"``.
+    """
+    present = {v.vid for videos in plan.values() for v in videos}
+    doc: dict[str, Any] = {"expected": {role: [] for role in ROLES}, "missing": {role: [] for role in ROLES}}
+    for vid, record in enumerate(index):
+        if record["role"] not in ROLES:
+            continue
+        doc["expected"][record["role"]].append([vid, int(record["label"])])
+        if vid not in present:
+            doc["missing"][record["role"]].append({
+                "id": vid, "path": record["path"], "class": record["class"], "label": int(record["label"]),
+                "reason": reasons.get(vid, "not in the frames store")})
+    return doc
+
+
+def read_expected(shard_dir: str | os.PathLike, modality: str, role: str
+                  ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]] | None:
+    """The videos the index names for ``role``, from ``<shard_dir>/<modality>/expected.json``.
+
+    Returns:
+        ``(ids (V,) int64, labels (V,) int64, missing records)``, or None if the folder
+        has no such file (shards written by other code than the shards stage).
+    """
+    path = Path(shard_dir) / modality / EXPECTED_NAME
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    pairs = np.asarray(doc["expected"][role], dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1], doc["missing"][role]
 
 
 def video_samples(video: ClipVideo, frames: FrameStore, sg3i: SG3IStore, flow: FlowStore,
@@ -274,15 +336,20 @@ def _clear(out_dir: Path) -> None:
         (out_dir / modality).mkdir(parents=True, exist_ok=True)
         for old in (out_dir / modality).glob("*.h5"):
             old.unlink()
+        (out_dir / modality / EXPECTED_NAME).unlink(missing_ok=True)
     (out_dir / SUMMARY_NAME).unlink(missing_ok=True)
 
 
-def summarize(out_dir: Path, samples: dict[str, dict[str, int]], videos: dict[str, int]) -> dict[str, Any]:
-    """``summary.json``: samples per modality and role, bytes per sample, bytes on disk."""
+def summarize(out_dir: Path, samples: dict[str, dict[str, int]], videos: dict[str, int],
+              expected: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json``: samples per modality and role, videos (expected, sharded, missing) per
+    role, the missing videos, bytes per sample, bytes on disk."""
     on_disk = {m: sum(p.stat().st_size for p in sorted((out_dir / m).glob("*.h5"))) for m in MODALITIES}
     n = {m: sum(samples[m].values()) for m in MODALITIES}
     return {
         "samples": samples, "videos": videos,
+        "videos_expected": {role: len(expected["expected"][role]) for role in ROLES},
+        "missing": expected["missing"],
         "bytes": on_disk, "total_bytes": sum(on_disk.values()),
         "bytes_per_sample": {m: round(on_disk[m] / n[m], 1) if n[m] else None for m in MODALITIES},
         "compression": {m: " ".join(str(v) for v in COMPRESSION[m].values()) or "none" for m in MODALITIES},
@@ -293,7 +360,7 @@ def build_shards(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
                  resample_path: str | os.PathLike, sg3i_dir: str | os.PathLike,
                  flow_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  previews_dir: str | os.PathLike, clip: ClipConfig, stack: int, bound: float,
-                 cfg: ShardsConfig) -> dict[str, Any]:
+                 cfg: ShardsConfig, reports: list[str | os.PathLike] = ()) -> dict[str, Any]:
     """Write the rgb, sg3i and flow shards of every train/val/test clip, and the previews.
 
     Args:
@@ -305,12 +372,14 @@ def build_shards(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         previews_dir: folder for ``<class>.png`` previews (earlier ones are removed).
         clip: clip geometry; stack: ``flow.stack`` (L); bound: ``flow.bound``.
         cfg: the ``shards`` params.
+        reports: the frames and flow stages' reports, for the reasons of missing videos
+            (resample.json's ``too_short`` list is read too).
 
     Returns:
         The summary written to ``<out_dir>/summary.json``.
 
     Raises:
-        ShardsError: if a video is missing from a store, or the stores disagree with the params.
+        ShardsError: if the stores disagree with the params.
         ValueError: on bad params or index labels.
     """
     index, kept = read_index(index_path), read_resample(resample_path)
@@ -318,8 +387,15 @@ def build_shards(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     params = {"clip": to_dict(clip), "flow": {"stack": stack, "bound": bound}, "shards": to_dict(cfg)}
     with FrameStore(frames_dir) as frames, SG3IStore(sg3i_dir) as sg3i, FlowStore(flow_dir) as flow:
-        check_stores(plan, index, sg3i, flow, clip, stack, bound)
+        check_store_params(sg3i, flow, clip, stack, bound)
+        dropped = unusable(plan, sg3i, flow)
+        plan = {role: [v for v in videos if v.vid not in dropped] for role, videos in plan.items()}
+        for vid, reason in dropped.items():
+            log.warning("video %d (%s): %s: left out of every modality", vid, index[vid]["path"], reason)
+        expected = expected_videos(index, plan, {**dropped, **stage_reasons([*reports, resample_path])})
         _clear(out_dir)
+        for modality in MODALITIES:
+            write_json(out_dir / modality / EXPECTED_NAME, expected)
         written = {role: _write_role(out_dir, role, plan[role], (frames, sg3i, flow), classes, params,
                                      clip, stack, cfg.clips_per_shard) for role in ROLES}
         previews = {}
@@ -330,7 +406,7 @@ def build_shards(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
                               **{m: x[number] for m, x in clips.items()}}
     write_previews(previews_dir, previews, bound)
     samples = {m: {role: written[role][m] for role in ROLES} for m in MODALITIES}
-    summary = summarize(out_dir, samples, {role: len(plan[role]) for role in ROLES})
+    summary = summarize(out_dir, samples, {role: len(plan[role]) for role in ROLES}, expected)
     write_json(out_dir / SUMMARY_NAME, summary)
     return summary
 

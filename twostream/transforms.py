@@ -9,11 +9,13 @@ Normalisation per modality (``normalize``):
 
 - ``rgb`` and ``sg3i``: ``0..255 -> 0..1``, then ImageNet's mean/std per channel (SG3I's
   three time channels take the R, G, B constants), as ImageNet-initialised trunks expect.
-- ``flow``: quantised ``q`` -> ``dequantize(q, bound) / FLOW_SCALE`` with
-  ``dequantize(q) = q * 2 * bound / 255 - bound`` (``twostream.flow``): pixels of motion,
-  divided by a fixed scale measured on the demo flow. The quantisation grid is symmetric
-  about 127.5, so negating a dequantised value gives the value of ``255 - q``: a flip
-  stays on the grid.
+- ``flow``: quantised ``q`` -> ``(q - FLOW_ZERO) * (2 * bound / 255) / scale``: pixels of
+  motion measured from ``FLOW_ZERO = 128``, the code ``flow.quantize`` gives zero motion,
+  so a still pixel enters the network as exactly 0 and a horizontal flip (which negates
+  x) leaves it 0. ``scale`` is not a constant: it is the RMS of these values over the
+  train split's flow (``flow_rms``), fitted by the train stage and stored in the
+  checkpoint, because it grows with the working size and the frame rate (the 64 px demo
+  at 6 fps: ~0.3 px; HMDB-51 at 340x256 and 6 fps: mean magnitude ~3.4 px).
 
 A horizontal flip of a flow stack mirrors the image and negates its x channels (even
 channel indices: x0, y0, x1, y1, ...): leftward motion becomes rightward.
@@ -31,11 +33,7 @@ import torch
 MODALITIES = ("rgb", "sg3i", "flow")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Divisor in pixels: the demo's dequantised TV-L1 flow (3,240 train/val/test clips,
-# 64x64 at 6 fps, bound 20, OpenCV's default TV-L1) has mean -0.004 px and std 0.32 px
-# over all pixels (99% of |v| <= 1.1 px; the 20% of values with |v| > 0.2 px have std
-# 0.69 px). Footage at a larger working size moves more pixels per frame: re-measure there.
-FLOW_SCALE = 0.32
+FLOW_ZERO = 128  # flow.quantize(0): the code of zero motion
 
 
 def hwc_to_chw(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -64,32 +62,69 @@ def center_crop(x: np.ndarray, crop: int) -> np.ndarray:
     return x[top:top + crop, left:left + crop]
 
 
+def flow_pixels(q: np.ndarray, bound: float) -> np.ndarray:
+    """Quantised flow ``(...) uint8`` -> ``(...) float32`` pixels from zero motion:
+    ``(q - FLOW_ZERO) * 2 * bound / 255`` (128 -> exactly 0; a grid symmetric about 0)."""
+    return (np.asarray(q, dtype=np.float32) - np.float32(FLOW_ZERO)) * np.float32(2 * bound / 255)
+
+
+def flow_rms(samples: list[np.ndarray] | np.ndarray, bound: float) -> float:
+    """RMS of ``flow_pixels`` over every value of some ``(H, W, 2L) uint8`` flow samples: the
+    ``scale`` of ``normalize``, so that the network sees flow of unit RMS.
+
+    Raises:
+        ValueError: on no samples, or flow that is zero everywhere (no scale to fit).
+    """
+    if len(samples) == 0:
+        raise ValueError("need at least one flow sample to fit the flow scale")
+    total = sum(float(np.square(flow_pixels(s, bound), dtype=np.float64).sum()) for s in samples)
+    count = sum(int(np.asarray(s).size) for s in samples)
+    rms = (total / count) ** 0.5
+    if not rms > 0:
+        raise ValueError(f"the {len(samples)} flow samples are all zero motion: no scale to fit")
+    return rms
+
+
+def check_flow(bound: float | None, scale: float | None) -> None:
+    """Raise ValueError unless the flow ``bound`` and ``scale`` are both positive numbers."""
+    if bound is None or not bound > 0:
+        raise ValueError(f"flow needs its quantisation bound > 0; got {bound!r}")
+    if scale is None or not scale > 0:
+        raise ValueError(f"flow needs its scale > 0 (pixels, fitted on the train split); got {scale!r}")
+
+
 @lru_cache(maxsize=None)
-def _affine(modality: str, bound: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)``, each ``(C or 1, 1, 1) float32``: ``normalize(q) = q * scale + shift``."""
-    if modality == "flow":  # dequantize(q) / FLOW_SCALE
-        step = 2 * bound / 255 / FLOW_SCALE
-        return torch.tensor(step).view(1, 1, 1), torch.tensor(-bound / FLOW_SCALE).view(1, 1, 1)
+def _affine(modality: str, bound: float | None, scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(shift, mul)``, each ``(C or 1, 1, 1) float32``: ``normalize(q) = (q + shift) * mul``."""
+    if modality == "flow":  # (q - FLOW_ZERO) * step / scale: an exact subtraction, then one rounding
+        mul = torch.tensor(2 * bound / 255 / scale, dtype=torch.float32)
+        return torch.tensor(-float(FLOW_ZERO)).view(1, 1, 1), mul.view(1, 1, 1)
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return 1 / (255 * std), -mean / std
+    return -255 * mean, 1 / (255 * std)
 
 
-def normalize(x: torch.Tensor, modality: str, bound: float | None = None) -> torch.Tensor:
+def normalize(x: torch.Tensor, modality: str, bound: float | None = None,
+              scale: float | None = None) -> torch.Tensor:
     """Scale a ``(C, H, W)`` sample of 0..255 values (uint8 or float) to network input
     ``(C, H, W) float32`` (see the module docstring); ``x`` is not modified.
 
+    Args:
+        x: the sample; modality: one of ``MODALITIES``.
+        bound, scale: flow only: the quantisation bound and the fitted scale, in pixels.
+
     Raises:
-        ValueError: on an unknown modality, a flow sample without a positive ``bound``, or
-            an image sample without 3 channels.
+        ValueError: on an unknown modality, a flow sample without a positive ``bound`` and
+            ``scale``, or an image sample without 3 channels.
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
-    if modality == "flow" and (bound is None or not bound > 0):
-        raise ValueError(f"flow needs its quantisation bound > 0; got {bound!r}")
-    if modality != "flow" and x.shape[0] != 3:
+    if modality == "flow":
+        check_flow(bound, scale)
+    elif x.shape[0] != 3:
         raise ValueError(f"{modality} samples have 3 channels; got {tuple(x.shape)}")
-    scale, shift = _affine(modality, float(bound) if modality == "flow" else None)
-    return x.to(torch.float32).mul(scale).add_(shift)
+    flow = modality == "flow"
+    shift, mul = _affine(modality, float(bound) if flow else None, float(scale) if flow else None)
+    return x.to(torch.float32).add(shift).mul_(mul)
 
 
 def hflip(x: torch.Tensor, modality: str) -> torch.Tensor:
@@ -107,13 +142,14 @@ class Preset:
     modality: str  # rgb | sg3i | flow
     crop: int  # output side in pixels
     train: bool  # True: random crop + flip with p 0.5; False: centre crop
-    bound: float | None = None  # flow quantisation bound (flow only)
+    bound: float | None = None  # flow only: quantisation bound in pixels
+    scale: float | None = None  # flow only: divisor in pixels (``flow_rms`` of the train split)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {self.modality!r}")
-        if self.modality == "flow" and (self.bound is None or not self.bound > 0):
-            raise ValueError(f"a flow preset needs the quantisation bound > 0; got {self.bound!r}")
+        if self.modality == "flow":
+            check_flow(self.bound, self.scale)
         if self.crop < 1:
             raise ValueError(f"crop must be >= 1; got {self.crop}")
 
@@ -121,17 +157,17 @@ class Preset:
         window = random_crop(x, self.crop) if self.train else center_crop(x, self.crop)
         # numpy's strided uint8 -> contiguous float32 copy is ~3x faster than torch's
         chw = torch.from_numpy(hwc_to_chw(window).astype(np.float32, order="C"))
-        out = normalize(chw, self.modality, self.bound)
+        out = normalize(chw, self.modality, self.bound, self.scale)
         if self.train and float(torch.rand(())) < 0.5:
             out = hflip(out, self.modality)
         return out
 
 
-def train_preset(modality: str, crop: int, bound: float | None = None) -> Preset:
+def train_preset(modality: str, crop: int, bound: float | None = None, scale: float | None = None) -> Preset:
     """Training transform: random ``crop x crop`` window, normalise, flip with p 0.5."""
-    return Preset(modality, crop, True, bound)
+    return Preset(modality, crop, True, bound, scale)
 
 
-def eval_preset(modality: str, crop: int, bound: float | None = None) -> Preset:
+def eval_preset(modality: str, crop: int, bound: float | None = None, scale: float | None = None) -> Preset:
     """Evaluation transform: centre ``crop x crop`` window, normalise (deterministic)."""
-    return Preset(modality, crop, False, bound)
+    return Preset(modality, crop, False, bound, scale)

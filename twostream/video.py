@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from typing import NamedTuple
 
 import ffmpeg
 import numpy as np
@@ -139,7 +140,25 @@ def _decode_errors(stderr: str) -> list[str]:
     return [m.group(2).strip() for m in _ERROR_RE.finditer(stderr)]
 
 
+class Decoded(NamedTuple):
+    """A decoded video: ``frames (T, H, W, 3) uint8`` RGB, native ``fps``, and the messages ffmpeg
+    logged at level error for a video that still decoded whole (``warnings``, often empty)."""
+
+    frames: np.ndarray
+    fps: float
+    warnings: list[str]
+
+
 def read_video(path: str | os.PathLike, width: int, height: int) -> tuple[np.ndarray, float]:
+    """``decode_video`` without the warnings (they are logged): ``(frames, fps)``."""
+    decoded = decode_video(path, width, height)
+    if decoded.warnings:
+        log.warning("%s: decoded whole despite %d ffmpeg errors, first: %s", path, len(decoded.warnings),
+                    decoded.warnings[0])
+    return decoded.frames, decoded.fps
+
+
+def decode_video(path: str | os.PathLike, width: int, height: int) -> Decoded:
     """Decode a whole video to RGB frames at a fixed working size.
 
     The resize (``area`` filter) happens inside ffmpeg, so the result never depends on
@@ -151,15 +170,21 @@ def read_video(path: str | os.PathLike, width: int, height: int) -> tuple[np.nda
         width: output frame width in pixels.
         height: output frame height in pixels.
 
+    Old XviD/DivX files (HMDB-51's among them) often make ffmpeg log an error such as
+    "ac-tex damaged" for one macroblock while every frame still decodes (ffmpeg conceals
+    the block): such a video is kept, with the messages in ``warnings``, when it yields the
+    frame count its header promises (``whole_count``).
+
     Returns:
-        ``(frames, fps)``: ``(T, height, width, 3) uint8`` RGB frames and the stream's
-        native frame rate.
+        ``Decoded(frames, fps, warnings)``: ``(T, height, width, 3) uint8`` RGB frames, the
+        stream's native frame rate, and ffmpeg's error messages for a video kept despite them.
 
     Raises:
         ValueError: if width or height is not positive.
         VideoError: if the file is missing or empty, cannot be opened, has no video
-            stream, decodes to 0 frames, or is truncated (ffmpeg logs an error, or
-            fewer than ``MIN_FRAME_FRACTION`` x duration x fps frames come out).
+            stream, decodes to 0 frames, or is truncated (ffmpeg fails; fewer than
+            ``MIN_FRAME_FRACTION`` x duration x fps frames come out; or ffmpeg logs an error
+            and fewer than ``whole_count`` frames come out).
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"width and height must be positive; got {width}x{height}")
@@ -185,16 +210,22 @@ def read_video(path: str | os.PathLike, width: int, height: int) -> tuple[np.nda
     return _check_decode(path, out, log_text, failed, width, height)
 
 
+def whole_count(duration: float, fps: float) -> int:
+    """Frames a video of ``duration`` seconds at ``fps`` must yield to count as decoded whole
+    despite logged errors: ``round(duration * fps)`` less one (the header rounds the duration)."""
+    return max(1, round(duration * fps) - 1)
+
+
 def _check_decode(path: str | os.PathLike, out: bytes, log_text: str, failed: bool,
-                  width: int, height: int) -> tuple[np.ndarray, float]:
-    """Turn ffmpeg's raw output into frames, or raise VideoError on any sign of damage."""
+                  width: int, height: int) -> Decoded:
+    """Turn ffmpeg's raw output into frames, or raise VideoError on any sign of lost frames."""
     fps, duration = parse_stream_info(log_text)
     errors = _decode_errors(log_text)
     if _STREAM_RE.search(log_text.split("Output #0", 1)[0]) is None:
         reason = "no video stream" if "Input #0" in log_text else "cannot open"
         detail = f": {errors[0]}" if errors and reason == "cannot open" else ""
         raise VideoError(path, reason + detail)
-    if failed or errors:
+    if failed:
         raise VideoError(path, f"decode error: {errors[0] if errors else 'ffmpeg failed'}")
     frame_bytes = width * height * 3
     n = len(out) // frame_bytes
@@ -202,8 +233,11 @@ def _check_decode(path: str | os.PathLike, out: bytes, log_text: str, failed: bo
         raise VideoError(path, f"decoded {len(out)} bytes, not a whole number of frames (>0)")
     if fps is None:
         raise VideoError(path, "no frame rate in the stream header")
+    if errors and (duration is None or n < whole_count(duration, fps)):
+        expected = "no duration in the header" if duration is None else f"{whole_count(duration, fps)} expected"
+        raise VideoError(path, f"decode error: {errors[0]} ({n} frames decoded, {expected})")
     if duration is not None and n < MIN_FRAME_FRACTION * duration * fps:
         raise VideoError(path, f"truncated: {n} frames decoded, duration x fps = {duration * fps:.0f}")
     # copy: frombuffer over bytes is read-only, callers may want to write
     frames = np.frombuffer(out, dtype=np.uint8).reshape(n, height, width, 3).copy()
-    return frames, fps
+    return Decoded(frames, fps, errors)
