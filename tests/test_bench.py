@@ -30,3 +30,11 @@ def test_flow_torch_backend_prints_one_json_line_with_its_ratio(capsys, tmp_path
     assert result["tvl1"]["epsilon"] == 0.01  # no params file: OpenCV's own defaults
     assert result["ratio"] == pytest.approx(result["torch_pairs_per_s"] / result["opencv_pairs_per_s"], rel=0.01)
     assert 0 <= result["epe_mean"] < 0.15 and len(result["iterations_per_pair"]) >= 1
+
+
+def test_flow_loader_benchmark_fits_the_flow_scale_as_training_does(capsys, tmp_path):
+    main(["loader", "--modality", "flow", "--seconds", "0.5", "--batch", "8", "--shards", str(tmp_path / "none")])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["bench"], result["modality"], result["shape"][1]) == ("loader", "flow", 4)
+    assert result["loader_samples_per_s"] > 0 and result["train_samples_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["loader_samples_per_s"] / result["train_samples_per_s"], rel=0.01)

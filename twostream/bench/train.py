@@ -91,6 +91,15 @@ def train_rate(model: Any, batches: list, device: Any, seconds: float) -> tuple[
     return n / (time.perf_counter() - start), n
 
 
+def training_dataset(shard_dir: Path, modality: str, crop: int) -> Any:
+    """The ``train`` role as ``engine.train_stream`` builds it: training preset, and for flow
+    the scale fitted on it (``dataset.fit_flow_scale``)."""
+    from twostream.dataset import ShardDataset, fit_flow_scale
+
+    scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if modality == "flow" else None
+    return ShardDataset(shard_dir, modality, "train", True, crop, scale)
+
+
 def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
     """Samples/s of ShardDataset through a DataLoader vs training steps of the demo model."""
     import os
@@ -98,7 +107,6 @@ def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # imported here: the other benchmarks do not need it
     from torch.utils.data import DataLoader
 
-    from twostream.dataset import ShardDataset
     from twostream.models import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,9 +114,9 @@ def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
         if not (shard_dir / args.modality).is_dir():
             shard_dir, source = Path(tmp), f"synthetic ({LOADER_SYNTHETIC['samples']} samples, 64x64)"
             synthetic_shards(shard_dir)
-        probe = ShardDataset(shard_dir, args.modality, "train", True, 1)
+        probe = training_dataset(shard_dir, args.modality, 1)
         crop = args.crop or int(min(probe.sample_shape[:2]) * 7 // 8)
-        dataset = ShardDataset(shard_dir, args.modality, "train", True, crop)
+        dataset = training_dataset(shard_dir, args.modality, crop)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         workers = os.cpu_count() or 1
         loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=workers,
@@ -135,7 +143,6 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # imported here: the other benchmarks do not need it
 
     from twostream.config import BaseConfig, ModelConfig, TrainConfig
-    from twostream.dataset import ShardDataset
     from twostream.engine import (
         Dist, RunSpec, build_optimizer, build_scheduler, configure_runtime, train_loader, train_one_epoch,
     )
@@ -154,7 +161,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         if not (shard_dir / modality).is_dir():
             shard_dir, source = Path(tmp), f"synthetic ({LOADER_SYNTHETIC['samples']} samples, 64x64)"
             synthetic_shards(shard_dir)
-        data = ShardDataset(shard_dir, modality, "train", True, cfg.crop)
+        data = training_dataset(shard_dir, modality, cfg.crop)
         steps = args.steps or len(data) // cfg.batch_size  # default: one epoch
         model = build_model(spec.model.backbone, data.num_classes, data.in_channels, "none", spec.model.hidden,
                             spec.model.dropout).to(dist.device, memory_format=torch.channels_last)
