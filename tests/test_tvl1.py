@@ -119,7 +119,10 @@ def test_batch_equals_each_pair_alone():
     batch = tvl1_batch(torch.from_numpy(frames[:-1]), torch.from_numpy(frames[1:]), PROJECT, stats=stats)
     for k in range(3):
         alone = tvl1_batch(torch.from_numpy(frames[k:k + 1]), torch.from_numpy(frames[k + 1:k + 2]), PROJECT)
-        np.testing.assert_array_equal(batch[k].numpy(), alone[0].numpy())
+        # one pair alone and in a batch of three take tensors of other shapes, whose SIMD loops may
+        # round a few values differently on other CPUs; a pair frozen at another iteration than
+        # alone would differ by orders of magnitude more than this
+        np.testing.assert_allclose(batch[k].numpy(), alone[0].numpy(), rtol=0, atol=1e-5)
     assert stats["levels"] == pyramid_sizes(64, 64, 5, 0.8)
     assert len(stats["iterations"]) == 5 and len(stats["pair_iterations"]) == 5
     for run, active in zip(stats["iterations"], stats["pair_iterations"]):
