@@ -139,3 +139,18 @@ def test_stage_stops_on_a_bad_param_with_one_line_before_reading_data(params, tm
                 "fuse.py": "fuse: params: fusion must be one of average, network, svm; got 'max'"}
     assert proc.stderr == expected[argv[0]] + "\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+def test_dvc_yaml_lists_every_key_that_decides_an_output_and_no_execution_key():
+    from dataclasses import fields
+
+    from twostream.config import EXECUTION_KEYS, DemoConfig, FlowConfig, FramesConfig, TrainConfig
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    listed = {"demo_data": stages["demo_data"]["params"], "frames": stages["frames"]["params"],
+              "flow": stages["flow"]["params"], "train": stages["train"]["do"]["params"]}
+    for name, cls in (("demo_data", DemoConfig), ("frames", FramesConfig), ("flow", FlowConfig),
+                      ("train", TrainConfig)):
+        keys = [p.split(".", 1)[1] for p in listed[name] if p.startswith(f"{name}.")]
+        assert keys == [f.name for f in fields(cls) if f.name not in EXECUTION_KEYS[cls]], name
+        assert name not in listed[name]  # never the whole section: it holds execution keys

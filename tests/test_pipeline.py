@@ -76,8 +76,13 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch):
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
+    # execution-only keys (processes, threads) are no cache key: still nothing to re-run
+    set_params(repo_copy, demo_data=dict(workers=1), frames=dict(workers=1), flow=dict(workers=1, threads=2),
+               train=dict(workers=1, threads=1))
+    status = run(["dvc", "status", "--json"], repo_copy)
+    assert json.loads(status.stdout) == {}
 
-    # byte-identical outputs when every stage runs again
+    # byte-identical outputs when every stage runs again, with those other worker and thread counts
     before = lock_md5s(repo_copy)
     run(["dvc", "repro", "--force"], repo_copy)
     assert sorted(before) == sorted(DATA_OUTS)

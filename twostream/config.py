@@ -358,6 +358,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg)
 
 
+# Execution-only keys: how a stage runs (processes, threads), never what it computes. They stay
+# out of dvc.yaml's params, of the outputs and of the training fingerprint, so changing one
+# re-runs nothing (each stage's output is the same for any value: tested by hashing).
+EXECUTION_KEYS: dict[type, tuple[str, ...]] = {
+    DemoConfig: ("workers",), FramesConfig: ("workers",), FlowConfig: ("workers", "threads"),
+    TrainConfig: ("workers", "threads"),
+}
+
+
+def result_params(cfg: Any) -> dict[str, Any]:
+    """``to_dict(cfg)`` without its ``EXECUTION_KEYS``: the params that decide a stage's output."""
+    skip = EXECUTION_KEYS.get(type(cfg), ())
+    return {key: value for key, value in asdict(cfg).items() if key not in skip}
+
+
 def resolve_workers(workers: int) -> int:
     """Number of worker processes: ``workers`` if positive, else all cores."""
     if workers < 0:

@@ -36,7 +36,7 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from twostream.config import ModelConfig, TrainConfig
+from twostream.config import ModelConfig, TrainConfig, result_params
 from twostream.dataset import ShardDataset, fit_flow_scale, shard_files
 from twostream.hmdb51 import write_json
 from twostream.metrics import Scores, evaluate, headline, save_scores, write_metrics
@@ -70,9 +70,11 @@ class RunSpec:
     train: TrainConfig
 
     def params(self) -> dict[str, Any]:
-        """The resolved params as plain values (checkpoints, fingerprints)."""
+        """The resolved params that decide the result, as plain values (checkpoints,
+        fingerprints): ``train.workers`` and ``train.threads`` are left out, so a resumed run
+        may use other ones (``config.EXECUTION_KEYS``)."""
         return {"stream": self.stream, "modality": self.modality, "epochs": self.epochs,
-                "seed": self.seed, "model": asdict(self.model), "train": asdict(self.train)}
+                "seed": self.seed, "model": asdict(self.model), "train": result_params(self.train)}
 
 
 class WarmupCosine:

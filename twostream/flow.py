@@ -35,7 +35,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from twostream.clips import needed_pairs
-from twostream.config import ClipConfig, FlowConfig, resolve_workers, to_dict
+from twostream.config import ClipConfig, FlowConfig, resolve_workers, result_params, to_dict
 from twostream.frames import FrameStore
 from twostream.h5store import META_NAME, VideoShardWriter, VideoStore, clear_shards
 from twostream.hmdb51 import read_index, write_json
@@ -48,7 +48,6 @@ GZIP_LEVEL = 1  # h5py's gzip filter on every pair
 LAYOUT = "(P, H, W, 2) uint8; channel 0 = x (right +), 1 = y (down +); attribute pairs (P,) int64"
 QUANTISATION = "q = floor(255 * (clip(v, -bound, bound) + bound) / (2 * bound) + 0.5); zero = 128"
 STORAGE = {"chunk": "1 pair", "compression": f"gzip {GZIP_LEVEL}"}
-EXECUTION_KEYS = ("workers", "threads")  # flow params that do not change the output; kept out of meta.json
 RUN_KEYS = ("seconds", "pairs_per_second", "workers", "threads")  # returned, but kept out of the report file
 BACKENDS = ("opencv", "torch", "auto")  # "auto": torch when CUDA is available, else opencv
 # FlowConfig key -> keyword of cv2.optflow.DualTVL1OpticalFlow_create (note "innner")
@@ -414,7 +413,7 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
                 failed.append(_failure(index, result))
     write_json(out_dir / META_NAME, {
         "layout": LAYOUT, "quantisation": QUANTISATION, "storage": STORAGE,
-        "params": {k: v for k, v in to_dict(cfg).items() if k not in EXECUTION_KEYS},
+        "params": result_params(cfg),
         "clip": to_dict(clip), "width": width, "height": height, "videos": videos})
     seconds = time.perf_counter() - start
     n_pairs = sum(len(v["pairs"]) for v in videos.values())

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from twostream.config import FramesConfig, resolve_workers, to_dict
+from twostream.config import FramesConfig, resolve_workers, result_params
 from twostream.h5store import (  # noqa: F401 - LIBVER, dataset_name, encode_chunks: re-exports
     LIBVER, META_NAME, RAW_ABOVE, VideoShardWriter, VideoStore, clear_shards, dataset_name, encode_chunks,
 )
@@ -158,7 +158,7 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike,
             else:
                 failed.append(_problem(result.vid, index[result.vid], result.reason))
                 log.warning("video %d (%s): %s", result.vid, failed[-1]["path"], result.reason)
-    write_json(out_dir / META_NAME, {"layout": LAYOUT, "storage": STORAGE, "params": to_dict(cfg),
+    write_json(out_dir / META_NAME, {"layout": LAYOUT, "storage": STORAGE, "params": result_params(cfg),
                                      "videos": videos})
     fraction = len(failed) / len(jobs) if jobs else 0.0
     report = {
