@@ -373,8 +373,16 @@ def result_params(cfg: Any) -> dict[str, Any]:
     return {key: value for key, value in asdict(cfg).items() if key not in skip}
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (what a cgroup, ``taskset`` or a Slurm
+    slot allows), not ``os.cpu_count()``, which counts every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def resolve_workers(workers: int) -> int:
-    """Number of worker processes: ``workers`` if positive, else all cores."""
+    """Number of worker processes: ``workers`` if positive, else every usable core."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = all cores); got {workers}")
-    return workers or (os.cpu_count() or 1)
+    return workers or usable_cores()

@@ -36,7 +36,7 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from twostream.config import ModelConfig, TrainConfig, result_params
+from twostream.config import ModelConfig, TrainConfig, result_params, usable_cores
 from twostream.dataset import ShardDataset, fit_flow_scale, shard_files
 from twostream.hmdb51 import write_json
 from twostream.metrics import Scores, evaluate, headline, save_scores, write_metrics
@@ -141,7 +141,7 @@ def init_distributed() -> Dist:
 def configure_runtime(cfg: TrainConfig, dist: Dist) -> None:
     """Torch threads (``cfg.threads``, 0 = the cores shared among local ranks) and determinism."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(dist.world)))
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_world))
+    torch.set_num_threads(cfg.threads or max(1, usable_cores() // local_world))
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False

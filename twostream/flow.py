@@ -35,6 +35,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from twostream.clips import needed_pairs
+from twostream import pools
 from twostream.config import ClipConfig, FlowConfig, resolve_workers, result_params, to_dict
 from twostream.frames import FrameStore
 from twostream.h5store import META_NAME, VideoShardWriter, VideoStore, clear_shards
@@ -208,15 +209,8 @@ _worker: dict[str, Any] = {}  # per process: the frame store and params of the r
 
 
 def pool_context() -> multiprocessing.context.BaseContext:
-    """Where workers come from. Not "fork": a child forked after OpenCV ran a threaded call
-    can hang for good in its first OpenCV call (OpenCV 5 on Linux: 1 pool in 7 after a
-    parallel GaussianBlur). The fork server preloads this module, so a pool starts in 0.05 s
-    instead of 0.6 s once the server runs."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__])
-    return ctx
+    """The flow stage's worker processes: ``pools.pool_context`` with this module preloaded."""
+    return pools.pool_context([__name__])
 
 
 def _init_worker(frames_dir: str, cfg: FlowConfig) -> None:
@@ -332,8 +326,8 @@ def _computed(jobs: list[tuple], frames_dir: str, cfg: FlowConfig, processes: in
             _worker.pop("store").close()
             cv2.setNumThreads(threads)
         return
-    with pool_context().Pool(processes, initializer=_init_worker, initargs=(frames_dir, cfg)) as pool:
-        yield pool.imap(_flow_job, jobs, chunksize=1)
+    yield pools.ordered_map(_flow_job, jobs, processes, pool_context(), _init_worker, (frames_dir, cfg),
+                            name=lambda job: f"video {job[0]}")
 
 
 def _write(writer: VideoShardWriter, result: _VideoFlow) -> dict[str, Any]:

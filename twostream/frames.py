@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 from typing import Any, Iterator, NamedTuple
 
@@ -39,6 +38,7 @@ from twostream.h5store import (  # noqa: F401 - LIBVER, dataset_name, encode_chu
     LIBVER, META_NAME, RAW_ABOVE, VideoShardWriter, VideoStore, clear_shards, dataset_name, encode_chunks,
 )
 from twostream.hmdb51 import read_index, write_json
+from twostream.pools import ordered_map, pool_context
 from twostream.video import VideoError, decode_video
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ def _decoded(jobs: list[tuple[int, str, int, int]], workers: int) -> Iterator[It
     if workers <= 1 or len(jobs) <= 1:
         yield map(_decode_job, jobs)
         return
-    with multiprocessing.get_context().Pool(min(workers, len(jobs))) as pool:
-        yield pool.imap(_decode_job, jobs, chunksize=1)
+    yield ordered_map(_decode_job, jobs, min(workers, len(jobs)), pool_context([__name__]),
+                      name=lambda job: f"video {job[0]} ({job[1]})")
 
 
 def _write(writer: VideoShardWriter, result: _Decoded) -> dict[str, Any]:
