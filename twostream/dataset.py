@@ -172,3 +172,10 @@ def fit_flow_scale(dataset: ShardDataset, max_samples: int = FLOW_SCALE_SAMPLES)
         raise ValueError(f"the flow scale is fitted on flow samples; got {dataset.modality!r}")
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(max_samples, len(dataset))).round().astype(np.int64))
     return flow_rms([dataset.raw(int(i)) for i in picks], dataset.bound)
+
+
+def training_dataset(shard_dir: str | os.PathLike, modality: str, crop: int) -> ShardDataset:
+    """The ``train`` role with the training preset, as the train stage trains on it: for flow,
+    with the scale ``fit_flow_scale`` fits on these samples (``.transform.scale``)."""
+    scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if modality == "flow" else None
+    return ShardDataset(shard_dir, modality, "train", True, crop, scale)

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from twostream.config import ModelConfig, TrainConfig, result_params, usable_cores
-from twostream.dataset import ShardDataset, fit_flow_scale, shard_files
+from twostream.dataset import ShardDataset, shard_files, training_dataset
 from twostream.hmdb51 import write_json
 from twostream.metrics import Scores, evaluate, headline, save_scores, write_metrics
 from twostream.models import build_model
@@ -375,18 +375,25 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, 
     return _checkpoint(spec, data, model, optimizer, scheduler, history, print_)
 
 
-def score_roles(checkpoint: dict[str, Any], spec: RunSpec, shard_dir: Path, dist: Dist) -> dict[str, Scores]:
+def score_roles(checkpoint: dict[str, Any], spec: RunSpec, shard_dir: Path,
+                dist: Dist) -> tuple[dict[str, Scores], dict[str, list[dict[str, Any]]]]:
     """Per-clip softmax scores of the ``val`` and ``test`` roles by the network of ``checkpoint``,
-    rebuilt as ``predict`` rebuilds it (``scoring.model_from_checkpoint``)."""
-    model, out = model_from_checkpoint(checkpoint, dist.device), {}
+    rebuilt as ``predict`` rebuilds it (``scoring.model_from_checkpoint``).
+
+    Returns:
+        Per role its ``Scores``, and per role the records of its videos without samples
+        (``ShardDataset.missing``).
+    """
+    model, out, missing = model_from_checkpoint(checkpoint, dist.device), {}, {}
     for role in EVAL_ROLES:
         data = ShardDataset(shard_dir, spec.modality, role, False, spec.train.crop, checkpoint["flow_scale"])
         assert data.transform == eval_transform(checkpoint)  # the transform predict applies
         probs, _ = predict(model, data, spec.train.batch_size, spec.train.workers, dist)
         expected = data.expected or (None, None)
         out[role] = Scores(probs, data.labels, data.videos, data.clips, data.classes, *expected)
+        missing[role] = data.missing
         data.close()
-    return out
+    return out, missing
 
 
 def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
@@ -419,20 +426,18 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
     if spec.train.batch_size % dist.world:
         raise ValueError(f"train.batch_size {spec.train.batch_size} must split evenly over {dist.world} ranks")
     shard_dir, crop = Path(shard_dir), spec.train.crop
-    scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if spec.modality == "flow" else None
-    data = ShardDataset(shard_dir, spec.modality, "train", True, crop, scale)
+    data = training_dataset(shard_dir, spec.modality, crop)
+    scale = data.transform.scale  # fitted for flow, else None
     val = ShardDataset(shard_dir, spec.modality, "val", False, crop, scale)
     checkpoint = fit(spec, data, val, Path(model_path), Path(live_dir), dist, on_epoch)
     begin = time.perf_counter()
-    scores = score_roles(checkpoint, spec, shard_dir, dist)
+    scores, missing = score_roles(checkpoint, spec, shard_dir, dist)
     results = {role: s.evaluate() for role, s in scores.items()}
     metrics = headline(results["test"], results["val"])
     history = checkpoint["history"]
     if dist.main:
         for role, s in scores.items():
             save_scores(Path(scores_dir) / f"{role}.npz", s)
-        missing = {role: (ShardDataset(shard_dir, spec.modality, role, False, crop, scale).missing)
-                   for role in EVAL_ROLES}
         write_json(Path(scores_dir) / REPORT_NAME, {"stream": spec.stream, "modality": spec.modality,
                                                      "flow_scale": scale, **results, "missing": missing})
         write_metrics(metrics_path, metrics)

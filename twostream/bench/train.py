@@ -91,15 +91,6 @@ def train_rate(model: Any, batches: list, device: Any, seconds: float) -> tuple[
     return n / (time.perf_counter() - start), n
 
 
-def training_dataset(shard_dir: Path, modality: str, crop: int) -> Any:
-    """The ``train`` role as ``engine.train_stream`` builds it: training preset, and for flow
-    the scale fitted on it (``dataset.fit_flow_scale``)."""
-    from twostream.dataset import ShardDataset, fit_flow_scale
-
-    scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if modality == "flow" else None
-    return ShardDataset(shard_dir, modality, "train", True, crop, scale)
-
-
 def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
     """Samples/s of ShardDataset through a DataLoader vs training steps of the demo model."""
     import os
@@ -107,6 +98,7 @@ def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # imported here: the other benchmarks do not need it
     from torch.utils.data import DataLoader
 
+    from twostream.dataset import training_dataset
     from twostream.models import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +135,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # imported here: the other benchmarks do not need it
 
     from twostream.config import BaseConfig, ModelConfig, TrainConfig
+    from twostream.dataset import training_dataset
     from twostream.engine import (
         Dist, RunSpec, build_optimizer, build_scheduler, configure_runtime, train_loader, train_one_epoch,
     )
