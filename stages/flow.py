@@ -4,9 +4,10 @@ Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
 
     python stages/flow.py data/index.json data/frames data/resample.json data/flow data/flow_report.json
 
-Reads params sections `flow` and `clip`. Writes `flow-NNNNN.h5` shards and `meta.json`
-into the flow folder, and a report with counts, pairs computed, seconds taken, and
-every video whose flow failed, with the reason.
+Reads params sections `flow` and `clip`. Writes `parts/<class>/<file>.h5` and `meta.json`
+into the flow folder, reusing the parts an earlier (or killed) run finished, and a report
+with counts, pairs and every video whose flow failed, with the reason. Exits non-zero
+only when more than `flow.max_failures` of the videos fail.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from twostream.config import ClipConfig, FlowConfig, load_params, section, stage_main
-from twostream.flow import extract_flow
+from twostream.flow import FlowError, extract_flow
 
 
 def main(argv: list[str]) -> None:
@@ -27,10 +28,14 @@ def main(argv: list[str]) -> None:
     params = load_params()
     cfg = section(params, "flow", FlowConfig)
     clip = section(params, "clip", ClipConfig)
-    report = extract_flow(index_path, frames_dir, resample_path, flow_dir, report_path, cfg, clip)
+    try:
+        report = extract_flow(index_path, frames_dir, resample_path, flow_dir, report_path, cfg, clip)
+    except FlowError as e:
+        raise SystemExit(f"flow: {e}") from None
     counts = report["counts"]
     print(
-        f"flow: {counts['stored']} of {counts['videos']} videos, {report['pairs']} pairs in "
+        f"flow: {counts['stored']} of {counts['videos']} videos, {report['pairs']} pairs "
+        f"({report['computed']} videos computed now, {report['reused']} kept from an earlier run) in "
         f"{report['seconds']:.1f} s ({report['pairs_per_second']:.1f} pairs/s, {report['workers']} "
         f"workers x {report['threads']} threads), {counts['failed']} failed -> {flow_dir}, {report_path}"
     )

@@ -1,19 +1,20 @@
-"""Stage `frames`: decode the indexed videos into HDF5 shards at the working size.
+"""Stage `frames`: decode the indexed videos into one part file per video at the working size.
 
 Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
 
     python stages/frames.py data/index.json data/frames data/frames_report.json
 
-Reads params section `frames`. Writes `frames-NNNNN.h5` shards and `meta.json` into
-the frames folder, and a report listing every failed or skipped video with a reason.
-Exits non-zero only when more than `frames.max_failures` of the videos fail.
+Reads params sections `frames` and `resample` (its `fps` decides which frames are stored).
+Writes `parts/<class>/<file>.h5` and `meta.json` into the frames folder, reusing the parts
+an earlier (or killed) run finished, and a report listing every failed or skipped video
+with a reason. Exits non-zero only when more than `frames.max_failures` of the videos fail.
 """
 
 from __future__ import annotations
 
 import logging
 
-from twostream.config import FramesConfig, load_params, section, stage_main
+from twostream.config import FramesConfig, ResampleConfig, load_params, section, stage_main
 from twostream.frames import FramesError, extract_frames
 
 
@@ -22,16 +23,17 @@ def main(argv: list[str]) -> None:
     if len(argv) != 3:
         raise SystemExit("usage: python stages/frames.py INDEX_JSON FRAMES_DIR REPORT_JSON")
     index_path, frames_dir, report_path = argv
-    cfg = section(load_params(), "frames", FramesConfig)
+    params = load_params()
+    cfg, resample = section(params, "frames", FramesConfig), section(params, "resample", ResampleConfig)
     try:
-        report = extract_frames(index_path, frames_dir, report_path, cfg)
+        report = extract_frames(index_path, frames_dir, report_path, cfg, resample.fps)
     except FramesError as e:
         raise SystemExit(f"frames: {e}") from None
     counts = report["counts"]
     print(
-        f"frames: {counts['stored']} of {counts['attempted']} videos stored at "
-        f"{cfg.width}x{cfg.height}, {counts['failed']} failed, {counts['skipped']} skipped "
-        f"-> {frames_dir}, {report_path}"
+        f"frames: {counts['stored']} of {counts['attempted']} videos stored at {cfg.width}x{cfg.height} "
+        f"({report['computed']} decoded now, {report['reused']} kept from an earlier run), "
+        f"{counts['failed']} failed, {counts['skipped']} skipped -> {frames_dir}, {report_path}"
     )
 
 

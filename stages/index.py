@@ -5,8 +5,9 @@ Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
     python stages/index.py <data.root> data/index.json data/index_report.json
 
 Reads params sections `data` and `base`. Writes the index (a JSON list of
-{"path", "class", "label", "role"}) and a report of every problem met, then prints
-one summary line.
+{"key", "path", "class", "label", "role", "sha256"}: a stable id `<class>/<file name>`
+and the hash of the video's bytes beside its path and labels) and a report of every
+problem met, then prints one summary line.
 """
 
 from __future__ import annotations

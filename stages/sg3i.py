@@ -4,9 +4,9 @@ Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
 
     python stages/sg3i.py data/index.json data/frames data/resample.json data/sg3i
 
-Reads params section `clip`. Writes `sg3i-NNNNN.h5` shards (one `(C, H, W, 3) uint8`
-dataset per video: the first, middle and last grayscale frame of each clip as the
-three channels, in time order) and `meta.json` into the sg3i folder.
+Reads params section `clip`. Writes `meta.json` into the sg3i folder: per clip of every
+video, the native frames (first, middle, last) whose grayscale, stacked as the three
+channels in time order, is its SG3I image (made from the frames store when read).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
 or the same under `torchrun --nproc_per_node N` for DDP. Reads params `base.seed`,
 `model`, `train` and the stream's section (`spatial`: epochs; `temporal`: input, epochs).
 The spatial stream reads `rgb` shards, the temporal stream `temporal.input` (flow | sg3i).
-Writes the checkpoint after every epoch (a run stopped midway resumes from it), the
-per-clip scores `<scores>/{val,test}.npz`, the metrics JSON and dvclive's curves.
+Checkpoints every epoch to `models/<stream>.resume.pt`, beside the model and no output
+of dvc.yaml (a run stopped midway resumes from it; `engine.resume_path`), then writes the
+per-clip scores `<scores>/{val,test}.npz`, the metrics JSON, dvclive's curves and, last,
+the final model, and removes the resume file.
 """
 
 from __future__ import annotations

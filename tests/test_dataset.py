@@ -123,3 +123,30 @@ def test_bad_arguments(shard_dir, tmp_path):
         ShardDataset(shard_dir, "rgb", "val", train=False, crop=4)
     with pytest.raises(IndexError, match="sample index must be in 0..2; got 3"):
         ShardDataset(shard_dir, "rgb", "test", train=False, crop=4).raw(3)
+
+
+def test_train_samples_are_the_seeded_window_normalised_then_mirrored(shard_dir):
+    ds = ShardDataset(shard_dir, "flow", "train", train=True, crop=5, flow_scale=SCALE)
+    stored, flips = samples("flow", N, 0), set()
+    for i in range(N):
+        torch.manual_seed(i)
+        x, _, _ = ds[i]
+        torch.manual_seed(i)  # the preset's draws: top, left, then the flip
+        top, left = int(torch.randint(8 - 5 + 1, ())), int(torch.randint(10 - 5 + 1, ()))
+        flip = float(torch.rand(())) < 0.5
+        expected = (flow_pixels(stored[i][top:top + 5, left:left + 5], 20.0) / SCALE).transpose(2, 0, 1)
+        if flip:  # mirrored, x channels (0 and 2 of x0, y0, x1, y1) negated
+            expected = expected[:, :, ::-1] * np.array([-1, 1, -1, 1], np.float32).reshape(4, 1, 1)
+        # 1e-6, not 0: this multiplies by the step, then divides by the scale (two roundings),
+        # the preset multiplies once by step / scale
+        np.testing.assert_allclose(x.numpy(), expected, rtol=1e-6, atol=1e-6)
+        flips.add(flip)
+    assert flips == {True, False}
+
+
+def test_reads_bypass_the_hdf5_chunk_cache(shard_dir):
+    ds = ShardDataset(shard_dir, "rgb", "train", train=False, crop=6)
+    ds.raw(0), ds.raw(9)  # first and last file
+    assert len(ds._handles) == 2
+    assert all(x.id.get_access_plist().get_chunk_cache()[1] == 0 for x in ds._handles.values())
+    ds.close()

@@ -16,7 +16,7 @@ from twostream.config import ModelConfig, TrainConfig
 from twostream.dataset import ShardDataset, fit_flow_scale
 from twostream.engine import (
     STOP_ENV, Dist, RunSpec, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler,
-    load_checkpoint, model_from_checkpoint, predict, resume, save_checkpoint, train_stream,
+    load_checkpoint, model_from_checkpoint, predict, resume, resume_path, save_checkpoint, train_stream,
 )
 from twostream.metrics import load_scores
 from twostream.shards import ShardWriter
@@ -139,6 +139,13 @@ def test_run_writes_checkpoint_scores_metrics_and_curves(first_run, shards):
         rows = (root / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
         assert rows[0] == f"step\t{name.split('/')[-1]}" and [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]
     assert not (root / "live" / "metrics.json").exists()
+    assert (root / "model.pt").is_file() and not resume_path(root / "model.pt").exists()  # removed at the end
+    assert not list(root.glob("*.tmp"))
+
+
+def test_resume_path_is_a_sibling_of_the_model():
+    assert resume_path(Path("models") / "temporal.pt") == Path("models") / "temporal.resume.pt"
+    assert resume_path("m/spatial.pt").parent == Path("m")
 
 
 def test_checkpoint_round_trip_weights_only(first_run, shards, tmp_path):
@@ -174,16 +181,38 @@ def test_resume_after_interruption_matches_uninterrupted(first_run, shards, tmp_
     monkeypatch.setenv(STOP_ENV, "1")
     with pytest.raises(TrainingInterrupted, match="stopped after epoch 1"):
         run(tmp_path, shards)
-    assert load_checkpoint(tmp_path / "model.pt")["epoch"] == 1 and not (tmp_path / "metrics.json").exists()
+    # the per-epoch checkpoint is the resume file; the model (the stage's output) comes last
+    assert load_checkpoint(tmp_path / "model.resume.pt")["epoch"] == 1
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
     monkeypatch.delenv(STOP_ENV)
     with caplog.at_level(logging.INFO, logger="twostream.engine"):
         resumed = run(tmp_path, shards)
-    assert "after epoch 1" in caplog.text
+    assert "resuming" in caplog.text and "after epoch 1" in caplog.text
+    assert not (tmp_path / "model.resume.pt").exists()
     assert stable(resumed) == stable(metrics)
     a, b = load_checkpoint(root / "model.pt")["model"], load_checkpoint(tmp_path / "model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]  # the resumed run replays epoch 1
+
+
+def test_killed_after_training_scores_without_training_again(first_run, shards, tmp_path, monkeypatch):
+    """Killed after the last epoch, before the model: the rerun only scores. The model is written
+    by rename, never into the old file, which may be DVC's cache itself (a hardlink)."""
+    root, metrics = first_run
+    cache = tmp_path / "cache"
+    cache.write_bytes(b"a cached model")
+    (tmp_path / "model.pt").hardlink_to(cache)
+    monkeypatch.setenv(STOP_ENV, "2")
+    with pytest.raises(TrainingInterrupted, match="stopped after epoch 2"):
+        run(tmp_path, shards)
+    monkeypatch.delenv(STOP_ENV)
+    epochs = []
+    resumed = train_stream(SPEC, shards, tmp_path / "model.pt", tmp_path / "metrics.json", tmp_path / "scores",
+                           tmp_path / "live", epochs.append)
+    assert epochs == [] and stable(resumed) == stable(metrics)
+    assert cache.read_bytes() == b"a cached model" and not (tmp_path / "model.pt").samefile(cache)
+    assert load_checkpoint(tmp_path / "model.pt")["epoch"] == 2 and not (tmp_path / "model.resume.pt").exists()
 
 
 def test_other_fingerprint_starts_fresh(first_run, caplog):

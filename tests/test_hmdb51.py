@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -159,22 +160,83 @@ def test_messy_demo_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (report["layout"], report["split"], report["n_classes"]) == ("demo", 1, 2)
 
 
-def test_official_layout(tmp_path: Path) -> None:
-    root = tmp_path / "hmdb51"
+def official_dataset(root: Path) -> dict[str, bytes]:
+    """Two classes in the official layout, each video with its own bytes (c1.avi spans
+    three 1 MiB hashing blocks). Returns key -> bytes written."""
     make_dataset(
         root,
         "official",
         {"clap": "c1.avi 1 \nc2.avi 2 \n", "wave": "w1.avi 2 \n"},
         {"clap": ["c1.avi", "c2.avi"], "wave": ["w1.avi"]},
     )
+    content = {
+        "clap/c1.avi": bytes(range(256)) * (10 * 1024 + 3),
+        "clap/c2.avi": b"c2",
+        "wave/w1.avi": b"",
+    }
+    for key, data in content.items():
+        (root / key).write_bytes(data)
+    return content
+
+
+def test_official_layout(tmp_path: Path) -> None:
+    root = tmp_path / "hmdb51"
+    content = official_dataset(root)
     index, report = build_index(str(root), 1, 0.0, False, 0)
+
+    def record(key: str, label: int, role: str) -> dict:
+        return {"key": key, "path": f"{root.as_posix()}/{key}", "class": key.split("/")[0],
+                "label": label, "role": role, "sha256": hashlib.sha256(content[key]).hexdigest()}
+
     assert index == [
-        {"path": f"{root.as_posix()}/clap/c1.avi", "class": "clap", "label": 0, "role": "train"},
-        {"path": f"{root.as_posix()}/clap/c2.avi", "class": "clap", "label": 0, "role": "test"},
-        {"path": f"{root.as_posix()}/wave/w1.avi", "class": "wave", "label": 1, "role": "test"},
+        record("clap/c1.avi", 0, "train"), record("clap/c2.avi", 0, "test"), record("wave/w1.avi", 1, "test")
     ]
+    assert index[2]["sha256"] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     # the split folder sits among the class folders and is not a class without split
     assert (report["layout"], report["n_problems"]) == ("official", 0)
+
+
+def test_keys_do_not_depend_on_root_or_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    official_dataset(tmp_path / "hmdb51")
+    index, _ = build_index(str(tmp_path / "hmdb51"), 1, 0.0, False, 0)
+    moved = shutil.copytree(tmp_path / "hmdb51", tmp_path / "elsewhere" / "deeper" / "renamed")
+    # a class sorting first moves every other video down the index and shifts the labels
+    (moved / "testTrainMulti_7030_splits" / "aaa_test_split1.txt").write_text("a1.avi 1 \n")
+    (moved / "aaa").mkdir()
+    (moved / "aaa" / "a1.avi").write_bytes(b"a1")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again, _ = build_index("deeper/renamed", 1, 0.0, False, 0)
+    assert [r["key"] for r in again] == ["aaa/a1.avi", "clap/c1.avi", "clap/c2.avi", "wave/w1.avi"]
+    assert [r["path"] for r in again][1] == "deeper/renamed/clap/c1.avi"
+    assert [r["label"] for r in again] == [0, 1, 1, 2]
+    same = {r["key"]: r["sha256"] for r in index}
+    assert {r["key"]: r["sha256"] for r in again[1:]} == same
+    # other bytes under the same name: same key, other hash
+    (moved / "clap" / "c2.avi").write_bytes(b"c2 re-encoded")
+    changed, _ = build_index("deeper/renamed", 1, 0.0, False, 0)
+    assert changed[2]["key"] == "clap/c2.avi"
+    assert changed[2]["sha256"] == hashlib.sha256(b"c2 re-encoded").hexdigest() != same["clap/c2.avi"]
+
+
+def test_read_index_fills_keys_and_rejects_repeated_ones(tmp_path: Path) -> None:
+    by_hand = [
+        {"path": "x/walk/v1.avi", "class": "walk", "label": 0, "role": "train"},
+        {"path": "x/walk/v2.avi", "class": "walk", "label": 0, "role": "test", "key": "own/id"},
+    ]
+    write_json(tmp_path / "index.json", by_hand)
+    index = read_index(tmp_path / "index.json")
+    assert [r["key"] for r in index] == ["walk/v1.avi", "own/id"]
+    assert all("sha256" not in r for r in index)  # consumers hash the file themselves
+    assert index[0] == {"key": "walk/v1.avi", **by_hand[0]}
+    # two roots holding the same <class>/<name>: one key, two videos
+    by_hand[1] = {"path": "y/walk/v1.avi", "class": "walk", "label": 0, "role": "test"}
+    write_json(tmp_path / "index.json", by_hand)
+    message = r"index.json: video keys \(<class>/<file name>\) must be unique; repeated: " \
+              r"\{'walk/v1.avi': \['x/walk/v1.avi', 'y/walk/v1.avi'\]\}"
+    with pytest.raises(ValueError, match=message):
+        read_index(tmp_path / "index.json")
 
 
 def test_carve_val_stratified_and_seeded(tmp_path: Path) -> None:
@@ -238,7 +300,7 @@ def test_json_is_deterministic(tmp_path: Path) -> None:
     for name in ("index.json", "report.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     text = (tmp_path / "one" / "index.json").read_text()
-    assert text.startswith('[\n {\n  "class": "brush_hair",\n  "label": 0,\n')
+    assert text.startswith('[\n {\n  "class": "brush_hair",\n  "key": "brush_hair/b1.avi",\n  "label": 0,\n')
     assert text.endswith("}\n]\n")
     assert read_index(tmp_path / "one" / "index.json") == index
 
@@ -284,4 +346,6 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "data" / "index.json").read_text())
     report = json.loads((tmp_path / "data" / "report.json").read_text())
     assert len(index) == 19 and index[0]["path"] == "ds/videos/brush_hair/b1.avi"
+    assert index[0]["key"] == "brush_hair/b1.avi"
+    assert index[0]["sha256"] == hashlib.sha256(b"").hexdigest()  # make_dataset's videos are empty
     assert set(PROBLEM_KEYS) <= set(report) and report["n_problems"] == 7

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import twostream.transforms
 from twostream.config import ModelConfig, TrainConfig
@@ -156,11 +155,6 @@ def train(root: Path, shards: Path, modality: str, seed: int = 0) -> dict[str, A
                         root / "live")
 
 
-def mirror_only(x: torch.Tensor, modality: str) -> torch.Tensor:
-    """A broken ``hflip``: mirrors every modality, never negates flow's x channels."""
-    return x.flip(-1)
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_learnable_shards(tmp_path_factory.mktemp("learnable") / "shards")
@@ -210,13 +204,15 @@ def test_shuffled_labels_do_not_learn(tmp_path: Path) -> None:
 def test_flip_that_keeps_flow_x_fails(flow_metrics: dict[str, Any], shards: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
+    fused = twostream.transforms._fused_affine
 
-    def broken(x: torch.Tensor, modality: str) -> torch.Tensor:
-        calls.append(modality)
-        return mirror_only(x, modality)
+    def broken(modality: str, bound: float | None, scale: float | None, channels: int, flip: bool):
+        calls.append((modality, flip))
+        return fused(modality, bound, scale, channels, False)  # mirrored window, x never negated
 
-    monkeypatch.setattr(twostream.transforms, "hflip", broken)  # the name Preset.__call__ looks up
+    # what Preset.__call__ looks up: it mirrors the uint8 window and takes the x negation from here
+    monkeypatch.setattr(twostream.transforms, "_fused_affine", broken)
     metrics = train(tmp_path, shards, "flow")
-    assert calls and set(calls) == {"flow"}  # the training preset did flip through the patch
+    assert {m for m, _ in calls} == {"flow"} and {f for _, f in calls} == {False, True}  # it did flip
     assert metrics["clip_top1"] <= 0.8, metrics
     assert flow_metrics["clip_top1"] - metrics["clip_top1"] >= 0.2, (flow_metrics, metrics)

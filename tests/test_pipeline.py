@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import run, set_params
+from twostream.video import decode_video, write_video
 
 TINY = dict(
     demo_data=dict(classes=8, videos_per_class=5, seconds=1.5, width=64, height=48, workers=2),
@@ -35,7 +36,7 @@ def lock_md5s(repo) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_repro_tiny_pipeline(repo_copy, monkeypatch):
+def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     for who in ("AUTHOR", "COMMITTER"):  # `dvc exp run` commits; CI machines may have no git identity
         monkeypatch.setenv(f"GIT_{who}_NAME", "t")
         monkeypatch.setenv(f"GIT_{who}_EMAIL", "t@t")
@@ -76,6 +77,7 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch):
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
+    check_reencoded_video(repo_copy, repo_copy / decoded_path(index), tmp_path)
     # execution-only keys (processes, threads) are no cache key: still nothing to re-run
     set_params(repo_copy, demo_data=dict(workers=1), frames=dict(workers=1), flow=dict(workers=1, threads=2),
                train=dict(workers=1, threads=1))
@@ -89,6 +91,47 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch):
     assert lock_md5s(repo_copy) == before
 
     check_fusion_experiment(repo_copy)
+    check_run_cache(repo_copy)
+
+
+def decoded_path(index: list[dict]) -> str:
+    """Path (from the repo root) of the first video of the index that the frames stage decodes."""
+    return next(e["path"] for e in index if e["role"] != "unused")
+
+
+def check_reencoded_video(repo, video, scratch) -> None:
+    """The same video name with other bytes makes `frames` (not only `index`) out of date; the
+    original bytes make everything up to date again."""
+    original = video.read_bytes()
+    decoded = decode_video(video, TINY["demo_data"]["width"], TINY["demo_data"]["height"])
+    frames = decoded.frames.copy()
+    frames[0, 0, 0] = 255 - frames[0, 0, 0]
+    write_video(scratch / video.name, frames, decoded.fps, codec="xvid")
+    # a new file, never written into the old one: with link cache types it could be DVC's cache
+    video.unlink()
+    video.write_bytes((scratch / video.name).read_bytes())
+    assert video.read_bytes() != original
+    status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    assert {"changed deps": {"data/demo": "modified"}} in status["frames"], status
+    video.unlink()
+    video.write_bytes(original)
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
+
+
+def check_run_cache(repo) -> None:
+    """flow -> sg3i -> flow trains the temporal stream twice: the second flow run is restored from
+    DVC's run-cache (no persist output), with the metrics of the first."""
+    flow_metrics = (repo / "metrics/temporal.json").read_text()
+    set_params(repo, temporal=dict(input="sg3i"))
+    sg3i = run(["dvc", "repro"], repo)
+    assert re.findall(r"Running stage '([^']+)'", sg3i.stdout).count("train@temporal") == 1, sg3i.stdout
+    assert not (repo / "models/temporal.resume.pt").exists()  # removed once the model is written
+    set_params(repo, temporal=dict(input="flow"))
+    back = run(["dvc", "repro"], repo)
+    assert "Running stage 'train@temporal'" not in back.stdout, back.stdout
+    assert "Stage 'train@temporal' is cached - skipping run, checking out outputs" in back.stdout
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
+    assert (repo / "metrics/temporal.json").read_text() == flow_metrics
 
 
 def exp_methods(rows: list[dict]) -> list[str]:

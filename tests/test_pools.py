@@ -57,14 +57,19 @@ def test_a_dead_worker_is_an_error_naming_the_jobs_in_flight(alarm):
     assert got == list(range(len(got))) and len(got) <= 3
 
 
+def part_dies_on_three(job):
+    return dies_on_three(job.vid)
+
+
 def test_frames_stage_reports_a_dead_worker(alarm, tmp_path, monkeypatch):
     """The frames stage's own pool: a decode worker killed mid-run stops the stage with a clear error."""
     from twostream import frames
 
     monkeypatch.setattr(frames, "pool_context", lambda preload: FORK)
-    monkeypatch.setattr(frames, "_decode_job", dies_on_three)
+    monkeypatch.setattr(frames, "store_video_part", part_dies_on_three)
+    jobs = [frames.PartJob(v, f"v{v}.avi", str(tmp_path / f"v{v}.h5"), "", 8, 8, "jpeg", 95, 6.0) for v in range(6)]
     with pytest.raises(WorkerDied, match=r"in flight: video 3 \(v3.avi\)"):
-        with frames._decoded([(v, f"v{v}.avi", 8, 8) for v in range(6)], 2) as results:
+        with frames._stored(jobs, 2) as results:
             list(results)
 
 

@@ -62,8 +62,9 @@ def frames_dir(tmp_path):
         write_video(path, rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), fps, codec="ffv1")
         index.append({"path": str(path), "class": cls, "label": "ab".index(cls), "role": "train"})
     (tmp_path / "index.json").write_text(json.dumps(index))
-    cfg = FramesConfig(width=16, height=16, workers=1, max_failures=0.0, videos_per_shard=10)
-    extract_frames(tmp_path / "index.json", tmp_path / "frames", tmp_path / "report.json", cfg)
+    cfg = FramesConfig(width=16, height=16, workers=1, max_failures=0.0, codec="png", quality=95)
+    extract_frames(tmp_path / "index.json", tmp_path / "frames", tmp_path / "report.json", cfg, 6)
+    extract_frames(tmp_path / "index.json", tmp_path / "every", tmp_path / "report0.json", cfg, 0)
     return tmp_path / "frames"
 
 
@@ -77,8 +78,10 @@ def test_stage_output_and_too_short(frames_dir, tmp_path):
     assert doc["fps"] == 6 and doc["clip_frames"] == 3
     assert {k: v.tolist() for k, v in read_resample(out).items()} == {0: [0, 5, 10, 15, 20, 25],
                                                                        1: [0, 4, 8, 13, 17, 21]}
-    every = resample_videos(tmp_path / "index.json", frames_dir, out, sheet, ResampleConfig(fps=0), 3)
+    every = resample_videos(tmp_path / "index.json", tmp_path / "every", out, sheet, ResampleConfig(fps=0), 3)
     assert every["videos"]["2"] == list(range(8)) and every["too_short"] == []
+    with pytest.raises(ValueError, match="holds the frames kept at 6 fps; resample.fps is 0: re-run the frames"):
+        resample_videos(tmp_path / "index.json", frames_dir, out, sheet, ResampleConfig(fps=0), 3)
 
 
 def test_contact_sheet(frames_dir, tmp_path):

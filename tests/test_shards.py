@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import cv2
 import h5py
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig, ShardsConfig
+from twostream.dataset import ShardDataset
 from twostream.flow import FlowStore, extract_flow
 from twostream.frames import FrameStore, extract_frames
 from twostream.hmdb51 import write_json
@@ -25,8 +27,8 @@ from twostream.video import write_video
 CLIP = ClipConfig(frames=3, step=2)
 # fast TV-L1 for 24x24 test frames (the values do not matter here, only where they go)
 FLOW = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=2, warps=2, epsilon=0.1, inner_iterations=5,
-                  outer_iterations=2, scale_step=0.5, gamma=0.0, median_filtering=1, backend="opencv", bound=20.0, stack=2,
-                  workers=1, threads=1)
+                  outer_iterations=2, scale_step=0.5, gamma=0.0, median_filtering=1, backend="opencv", bound=20.0,
+                  stack=2, workers=1, threads=1, max_failures=0.5, codec="png", quality=95)
 # (class, role, frames at 30 fps): 6 resampled frames = 2 clips, 9 = 4 clips, 2 = too short
 VIDEOS = [("clap", "train", 30), ("jump", "train", 45), ("clap", "val", 30), ("wave", "test", 45),
           ("jump", "test", 30), ("wave", "unused", 30), ("clap", "train", 8)]
@@ -89,7 +91,7 @@ def stores(tmp_path_factory):
         index.append({"path": str(root / f"v{vid}.mkv"), "class": cls, "label": labels[cls], "role": role})
     write_json(root / "index.json", index)
     extract_frames(root / "index.json", root / "frames", root / "frames.json",
-                   FramesConfig(width=24, height=24, workers=1, max_failures=0.0, videos_per_shard=4))
+                   FramesConfig(width=24, height=24, workers=1, max_failures=0.0, codec="png", quality=95), 6)
     resample_videos(root / "index.json", root / "frames", root / "resample.json", root / "sheet.png",
                     ResampleConfig(fps=6), CLIP.frames)
     build_sg3i(root / "index.json", root / "frames", root / "resample.json", root / "sg3i", CLIP)
@@ -104,12 +106,16 @@ def run_stage(root, out, previews, flow_dir=None, per_shard=4, stack=2, bound=20
 
 
 def read_role(out, modality: str, role: str) -> dict[str, np.ndarray]:
-    parts = {k: [] for k in ("x", "label", "video", "clip")}
+    """The columns of one modality and role, and ``x``: every sample, read through its reference."""
+    parts = {k: [] for k in ("ref", "label", "video", "clip")}
     for path in sorted((out / modality).glob(f"{role}-*.h5")):
         with h5py.File(path) as f:
             for k in parts:
                 parts[k].append(f[k][()])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    dataset = ShardDataset(out, modality, role, False, 1, 1.0)
+    x = np.stack([dataset.raw(i) for i in range(len(dataset))])
+    dataset.close()
+    return {"x": x, **{k: np.concatenate(v) for k, v in parts.items()}}
 
 
 def test_stage_writes_every_video_of_every_role(stores, tmp_path):
@@ -118,7 +124,7 @@ def test_stage_writes_every_video_of_every_role(stores, tmp_path):
     assert summary["samples"] == {m: CLIPS for m in ("rgb", "sg3i", "flow")}
     assert summary["videos"] == {"train": 2, "val": 1, "test": 2}  # video 6 too short, video 5 unused
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert summary["compression"] == {"rgb": "none", "sg3i": "none", "flow": "gzip 4"}
+    assert summary["stores"] == {"rgb": "frames", "sg3i": "frames", "flow": "flow"}
     assert sorted(p.name for p in (out / "flow").iterdir()) == [
         "expected.json", "test-00000.h5", "test-00001.h5", "train-00000.h5", "train-00001.h5", "val-00000.h5"]
     # every video the index names per role is expected; the too-short one is missing, with resample's reason
@@ -151,6 +157,15 @@ def test_stage_writes_every_video_of_every_role(stores, tmp_path):
         np.testing.assert_array_equal(test_flow["x"][1], np.concatenate([pairs[0], pairs[1]], axis=-1))
         np.testing.assert_array_equal(test_rgb["x"][1], frames.read(3, [kept[3][3]])[0])
         np.testing.assert_array_equal(read_role(out, "sg3i", "test")["x"][1], ss.read(3, [1])[0])
+        # what the refs say: the middle frame, the SG3I frames, the pairs
+        assert test_rgb["ref"][1].tolist() == [kept[3][3]] and test_flow["ref"][1].tolist() == [2, 3]
+        assert read_role(out, "sg3i", "test")["ref"][1].tolist() == ss.triples(3)[1] == kept[3][[2, 3, 4]].tolist()
+    with h5py.File(out / "flow" / "test-00000.h5") as f:
+        assert f.attrs["store"] == os.path.relpath(stores / "flow", out / "flow")
+        assert json.loads(f.attrs["sample_shape"]) == [24, 24, 4]
+        flow_meta = json.loads((stores / "flow" / "meta.json").read_text())
+        assert json.loads(f.attrs["stamps"]) == {v: flow_meta["videos"][v]["stamp"] for v in ("3", "4")}
+        assert f["ref"].dtype == np.int64 and f["ref"].shape == (4, 2)
     assert sorted(p.name for p in previews.iterdir()) == ["clap.png", "jump.png", "wave.png"]
     image = cv2.imread(str(previews / "jump.png"))  # title, 3 panels of 24 px x3 with labels, 4 px gaps
     assert image.shape == (16 + 72 + 16, 3 * 72 + 2 * 4, 3)
@@ -170,11 +185,27 @@ def test_stage_is_byte_deterministic(stores, tmp_path):
     assert digests() == first and len(first) == 3 * 6 + 1 + 3
 
 
+def test_shards_change_when_a_referenced_part_does(stores, tmp_path):
+    def digests(modality: str) -> dict[str, str]:
+        files = sorted((tmp_path / "s" / modality).iterdir())
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    run_stage(stores, tmp_path / "s", tmp_path / "previews")
+    before = {m: digests(m) for m in ("rgb", "flow")}
+    meta = json.loads((stores / "flow" / "meta.json").read_text())
+    meta["videos"]["3"]["stamp"] = "0" * 64  # as if video 3's flow had been made anew with other params
+    write_json(stores / "flow" / "meta.json", meta)
+    run_stage(stores, tmp_path / "s", tmp_path / "previews")
+    after = {m: digests(m) for m in ("rgb", "flow")}
+    assert after["rgb"] == before["rgb"]  # the spatial stream's samples did not change
+    changed = sorted(name for name in after["flow"] if after["flow"][name] != before["flow"][name])
+    assert changed == ["test-00000.h5", "test-00001.h5"]  # the test role holds video 3
+
+
 def test_video_missing_from_a_store_is_left_out_and_reported(stores, tmp_path):
     flow_dir = tmp_path / "flow"
     flow_dir.mkdir()
-    for shard in (stores / "flow").glob("*.h5"):
-        (flow_dir / shard.name).symlink_to(shard)
+    (flow_dir / "parts").symlink_to(stores / "flow" / "parts")
     meta = json.loads((stores / "flow" / "meta.json").read_text())
     del meta["videos"]["3"]
     write_json(flow_dir / "meta.json", meta)

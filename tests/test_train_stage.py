@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run, set_params
+from conftest import REPO, run, set_params, venv_env
 from test_engine import CLASSES, write_tiny_shards
 from twostream.config import ParamsError
 from twostream.dataset import ShardDataset
+from twostream.engine import STOP_ENV
 from twostream.metrics import HEADLINE, evaluate, load_scores
 from twostream.scoring import Dist, load_checkpoint, model_from_checkpoint, predict
 TINY = {"model": {"hidden": 32}, "spatial": {"epochs": 1}, "temporal": {"input": "flow", "epochs": 2},
@@ -67,6 +68,7 @@ def test_stage_writes_metrics_scores_and_curves(workdir):
         "val/loss.tsv", "val/video_top1.tsv"]
     assert len((curves / "val" / "video_top1.tsv").read_text().splitlines()) == 1 + 2
     assert not (workdir / "dvclive" / "temporal" / "dvc.yaml").exists()
+    assert sorted(p.name for p in (workdir / "models").iterdir()) == ["temporal.pt"]  # resume file removed
 
 
 def test_spatial_stream_reads_rgb(workdir):
@@ -77,11 +79,21 @@ def test_spatial_stream_reads_rgb(workdir):
     assert json.loads((workdir / "data" / "scores" / "spatial" / "report.json").read_text())["modality"] == "rgb"
 
 
-def test_torchrun_ddp_evaluation_equals_single_process(workdir, tmp_path):
+def test_torchrun_ddp_resumes_and_evaluation_equals_single_process(workdir, tmp_path):
     (tmp_path / "params.yaml").write_text((workdir / "params.yaml").read_text())
     (tmp_path / "data").symlink_to(workdir / "data")
-    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         *stage_args("temporal")], tmp_path)
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *stage_args("temporal")]
+    # killed after epoch 1: rank 0 wrote the resume file, not the model
+    stopped = subprocess.run(ddp, cwd=tmp_path, env={**venv_env(), STOP_ENV: "1"}, capture_output=True,
+                             text=True)
+    assert stopped.returncode != 0 and "stopped after epoch 1" in stopped.stdout + stopped.stderr
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["temporal.resume.pt"]
+    assert load_checkpoint(tmp_path / "models" / "temporal.resume.pt")["epoch"] == 1
+    proc = run(ddp, tmp_path)
+    epochs = [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("train@temporal epoch")]
+    assert epochs == ["train@temporal epoch 2/2"]  # epoch 1 came from the resume file
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["temporal.pt"]
     checkpoint = load_checkpoint(tmp_path / "models" / "temporal.pt")
     assert checkpoint["epoch"] == 2 and len(checkpoint["history"]) == 2
     metrics = json.loads((tmp_path / "metrics" / "temporal.json").read_text())
@@ -118,6 +130,7 @@ def test_dvc_yaml_train_block_lists_what_the_stage_reads():
          "print('\\n'.join(m for m in sys.modules if m.startswith('twostream.')))"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     assert {f"twostream/{m.split('.')[1]}.py" for m in imported} | {"stages/train.py"} <= set(do["deps"])
-    assert do["outs"] == [{"models/${key}.pt": {"persist": True}}, "data/scores/${key}"]
+    # no persist output, so DVC keeps the stage's run-cache; the resume file is no output
+    assert do["outs"] == ["models/${key}.pt", "data/scores/${key}"]
     assert do["metrics"] == [{"metrics/${key}.json": {"cache": False}}]
     assert do["plots"] == [{"dvclive/${key}/plots/metrics": {"x": "step", "cache": False}}]

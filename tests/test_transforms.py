@@ -135,3 +135,58 @@ def test_preset_arguments_checked():
         train_preset("flow", 4, bound=20.0)
     with pytest.raises(ValueError, match="crop must be >= 1; got 0"):
         eval_preset("rgb", 0)
+    with pytest.raises(ValueError, match=r"sg3i samples have 3 channels; got \(6, 6, 4\)"):
+        train_preset("sg3i", 4)(grid(6, 6, 4))
+
+
+def reference_preset(x: np.ndarray, modality: str, crop: int, train: bool, bound: float | None = None,
+                     scale: float | None = None) -> np.ndarray:
+    """The preset written plainly: the same draws (top, left, then the flip), the float32
+    window, ``(q + shift) * mul`` with the constants computed as ``normalize`` does, then the
+    mirror and, for flow, the x channels negated. ``(H, W, C) uint8 -> (C, crop, crop) float32``."""
+    h, w, _ = x.shape
+    if train:
+        top, left = int(torch.randint(h - crop + 1, ())), int(torch.randint(w - crop + 1, ()))
+    else:
+        top, left = (h - crop) // 2, (w - crop) // 2
+    q = x[top:top + crop, left:left + crop].astype(np.float32).transpose(2, 0, 1)  # (C, crop, crop)
+    if modality == "flow":
+        shift, mul = np.float32(-FLOW_ZERO), np.float32(2 * bound / 255 / scale)
+    else:
+        shift = (np.float32(-255) * np.array(IMAGENET_MEAN, np.float32)).reshape(3, 1, 1)
+        mul = (np.float32(1) / (np.float32(255) * np.array(IMAGENET_STD, np.float32))).reshape(3, 1, 1)
+    out = (q + shift) * mul
+    if train and float(torch.rand(())) < 0.5:
+        out = out[:, :, ::-1].copy()
+        if modality == "flow":
+            out[0::2] = -out[0::2]
+    return out
+
+
+@pytest.mark.parametrize("modality,channels", [("rgb", 3), ("sg3i", 3), ("flow", 4), ("flow", 10)])
+@pytest.mark.parametrize("train", [True, False])
+def test_preset_equals_the_plain_reference_bit_for_bit_with_the_same_draws(modality, channels, train):
+    # Tolerance 0: both compute float32(q) + shift, then * mul, in float32, with the same
+    # constants; the preset flips the uint8 window instead of the floats (a permutation, exact)
+    # and folds the flow negation into mul, and a * -m == -(a * m) exactly in IEEE 754.
+    x = np.random.default_rng(channels).integers(0, 256, (9, 11, channels), dtype=np.uint8)
+    bound, scale = (20.0, 0.7) if modality == "flow" else (None, None)
+    preset = (train_preset if train else eval_preset)(modality, 6, bound, scale)
+    flips = set()
+    for seed in range(24):
+        torch.manual_seed(seed)
+        out = preset(x)
+        after = torch.get_rng_state()
+        torch.manual_seed(seed)
+        expected = reference_preset(x, modality, 6, train, bound, scale)
+        assert torch.equal(torch.get_rng_state(), after)  # the same draws, no more, no fewer
+        assert out.dtype == torch.float32 and out.shape == (channels, 6, 6) and out.is_contiguous()
+        np.testing.assert_array_equal(out.numpy(), expected)
+        torch.manual_seed(seed)  # and the public tensor functions, composed as the preset used to
+        window = random_crop(x, 6) if train else center_crop(x, 6)
+        plain = normalize(torch.from_numpy(hwc_to_chw(window).astype(np.float32)), modality, bound, scale)
+        flipped = train and float(torch.rand(())) < 0.5
+        flips.add(flipped)
+        torch.testing.assert_close(out, hflip(plain, modality) if flipped else plain, rtol=0, atol=0)
+    assert flips == ({True, False} if train else {False})
+    assert x.flags.writeable and preset(x).data_ptr() != preset(x).data_ptr()  # a new tensor each call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import signal
 import subprocess
 
 import numpy as np
@@ -10,8 +11,10 @@ import pytest
 
 from conftest import damaged_xvid
 from twostream.video import (
+    BLOCK_FRAMES,
     MIN_FRAME_FRACTION,
     VideoError,
+    VideoReader,
     _check_decode,
     decode_video,
     ffmpeg_exe,
@@ -168,3 +171,90 @@ def test_damaged_xvid_that_decodes_whole_is_kept_with_its_warnings(tmp_path):
 def test_bad_size_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         read_video(tmp_path / "x.avi", 0, 8)
+
+
+def read_blocks(path, width: int, height: int, block_frames: int = BLOCK_FRAMES) -> tuple[VideoReader, list]:
+    """All blocks of ``path`` through a VideoReader, and the reader (closed) for its attributes."""
+    with VideoReader(path, width, height, block_frames) as reader:
+        blocks = list(reader.blocks())
+    return reader, blocks
+
+
+@pytest.mark.parametrize("block_frames", [1, 7, 30, 1000])
+def test_blocks_join_to_the_frames_of_decode_video(tmp_path, block_frames):
+    path = tmp_path / "clip.avi"
+    write_video(path, moving_gradient(61, 48, 64), 25, codec="xvid")
+    whole = decode_video(path, 40, 24)
+    reader, blocks = read_blocks(path, 40, 24, block_frames)
+    sizes = [len(b) for b in blocks]
+    assert sizes == [block_frames] * (61 // block_frames) + ([61 % block_frames] if 61 % block_frames else [])
+    assert all(b.shape[1:] == (24, 40, 3) and b.dtype == np.uint8 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), whole.frames)
+    assert (reader.n_frames, reader.fps, reader.warnings) == (61, 25.0, [])
+    assert whole.frames.shape == (61, 24, 40, 3) and whole.frames.flags.writeable
+
+
+def test_header_is_read_on_enter_before_any_frame(tmp_path):
+    path = tmp_path / "clip.avi"
+    write_video(path, moving_gradient(60, 32, 32), 30000 / 1001, codec="xvid")
+    with VideoReader(path, 16, 16) as reader:
+        assert reader.fps == 30000 / 1001
+        assert reader.duration == pytest.approx(60 * 1001 / 30000, abs=0.01)
+        assert reader.n_frames is None and reader.process.poll() is None  # nothing read yet
+        assert sum(len(b) for b in reader.blocks()) == 60
+    assert reader.n_frames == 60 and reader.process.returncode == 0
+
+
+def test_damaged_and_truncated_files_fail_in_blocks_with_decode_video_reasons(tmp_path):
+    write_video(tmp_path / "whole.avi", moving_gradient(60, 48, 64), 30, codec="xvid")
+    data = (tmp_path / "whole.avi").read_bytes()
+    (tmp_path / "half.avi").write_bytes(data[: len(data) // 2])
+    damaged_xvid(tmp_path / "short.avi", seed=2)
+    for name in ("half.avi", "short.avi"):
+        with pytest.raises(VideoError) as old:
+            decode_video(tmp_path / name, 32, 32)
+        with VideoReader(tmp_path / name, 32, 32, block_frames=8) as reader:
+            assert reader.fps == 30.0  # the header is fine: the loss shows only at the end
+            with pytest.raises(VideoError) as new:
+                for _ in reader.blocks():
+                    pass
+        assert new.value.reason == old.value.reason and new.value.reason.startswith("decode error: ")
+    kept, _ = read_blocks(damaged_xvid(tmp_path / "kept.avi", seed=1), 32, 32, block_frames=5)
+    assert kept.warnings and kept.warnings == decode_video(tmp_path / "kept.avi", 32, 32).warnings
+
+
+def test_unreadable_files_fail_on_enter(tmp_path):
+    (tmp_path / "corrupt.avi").write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "anullsrc=r=8000:cl=mono", "-t", "0.2", str(tmp_path / "sound.wav")], check=True)
+    missing = VideoReader(tmp_path / "nope.avi", 8, 8)
+    with pytest.raises(VideoError, match="file not found"):
+        missing.__enter__()
+    assert missing.process is None  # ffmpeg never started
+    for name, reason in (("corrupt.avi", "cannot open: "), ("sound.wav", "no video stream")):
+        reader = VideoReader(tmp_path / name, 8, 8)
+        with pytest.raises(VideoError) as e:
+            reader.__enter__()
+        assert e.value.reason.startswith(reason)
+        assert reader.process.returncode is not None and reader.process.stdout.closed
+
+
+def test_leaving_early_kills_ffmpeg(tmp_path):
+    path = tmp_path / "long.mkv"
+    write_video(path, noise(120, 48, 64), 30, codec="ffv1")  # 1.1 MB of frames: more than a pipe holds
+    with VideoReader(path, 64, 48, block_frames=1) as reader:
+        for block in reader.blocks():
+            break
+    assert block.shape == (1, 48, 64, 3)
+    assert reader.process.returncode == -signal.SIGKILL  # it was still running, blocked on the pipe
+    assert reader.process.stdout.closed and reader.process.stderr.closed and not reader._thread.is_alive()
+    assert reader.n_frames is None
+
+
+def test_reader_arguments_and_misuse(tmp_path):
+    with pytest.raises(ValueError, match="block_frames must be positive; got 0"):
+        VideoReader(tmp_path / "x.avi", 8, 8, block_frames=0)
+    with pytest.raises(ValueError, match="got 8x-1"):
+        VideoReader(tmp_path / "x.avi", 8, -1)
+    with pytest.raises(RuntimeError, match="inside its with block"):
+        next(VideoReader(tmp_path / "x.avi", 8, 8).blocks())

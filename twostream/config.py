@@ -59,7 +59,8 @@ class FramesConfig:
     height: int  # working frame height in pixels
     workers: int  # decode processes; 0 = all cores
     max_failures: float  # the stage fails when more than this fraction of videos fails
-    videos_per_shard: int  # videos stored per HDF5 shard file
+    codec: str  # how each stored frame is encoded: jpeg (at quality) | png (lossless)
+    quality: int  # JPEG quality 1..100 (ignored by png)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class FlowConfig:
     stack: int  # L: flow fields per clip (2L channels), between consecutive resampled frames
     workers: int  # flow processes; 0 = all cores
     threads: int  # OpenCV threads inside each worker process
+    max_failures: float  # the stage fails when more than this fraction of its videos fails
+    codec: str  # how each stored x and y field is encoded: jpeg (at quality) | png (lossless)
+    quality: int  # JPEG quality 1..100 (ignored by png)
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a fiel
     DataConfig: {"root": Rule(lambda v: v.strip() != "", "a non-empty path", typed=False),
                  "split": one_of(1, 2, 3), "val_fraction": between(0, 1)},
     FramesConfig: {"width": at_least(1), "height": at_least(1), "workers": _CORES,
-                   "max_failures": _FRACTION, "videos_per_shard": at_least(1)},
+                   "max_failures": _FRACTION, "codec": one_of("jpeg", "png"), "quality": between(1, 100)},
     ResampleConfig: {"fps": at_least(0, "0 = every frame")},
     ClipConfig: {"frames": at_least(1), "step": at_least(1)},
     FlowConfig: {"tau": above(0), "lambda_": above(0), "theta": above(0), "nscales": at_least(1),
@@ -222,7 +226,8 @@ RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a fiel
                  "median_filtering": Rule(lambda v: v == 1 or (v >= 3 and v % 2 == 1),
                                           "1 (off) or an odd integer >= 3", typed=False),
                  "backend": one_of("opencv", "torch", "auto"), "bound": above(0), "stack": at_least(1),
-                 "workers": _CORES, "threads": at_least(1)},
+                 "workers": _CORES, "threads": at_least(1), "max_failures": _FRACTION,
+                 "codec": one_of("jpeg", "png"), "quality": between(1, 100)},
     ShardsConfig: {"clips_per_shard": at_least(1)},
     ModelConfig: {"backbone": one_of("resnet18", "resnet50"),
                   "pretrained": Rule(_pretrained, "none, imagenet or an existing .pth/.pt file", typed=False),

@@ -1,7 +1,9 @@
 """``ShardDataset``: the clips of one modality and role, from the ``shards`` stage's files.
 
 Reads ``<shard_dir>/<modality>/<role>-*.h5`` (see ``twostream.shards``). The small
-per-sample arrays (label, video, clip) are read once at construction; samples are read
+per-sample arrays (label, video, clip, and the ref of a reference shard) are read once at
+construction. A reference shard's samples are read from the store it names
+(``samples.SampleReader``: frames or flow parts); a self-contained shard's from its ``x``,
 one chunk at a time. HDF5 handles never cross a fork: each process opens its own on its
 first ``__getitem__`` (DataLoader workers included), and the dataset pickles without them.
 """
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from twostream.samples import SampleReader
 from twostream.shards import MODALITIES, ROLES, read_expected
 from twostream.transforms import Preset, eval_preset, flow_rms, train_preset
 
@@ -80,17 +83,23 @@ class ShardDataset(Dataset):
         """
         self.files = shard_files(shard_dir, modality, role)
         self.modality, self.role, self.train, self.crop = modality, role, train, crop
-        columns: dict[str, list[np.ndarray]] = {"label": [], "video": [], "clip": []}
+        columns: dict[str, list[np.ndarray]] = {"label": [], "video": [], "clip": [], "ref": []}
         headers = []
         for path in self.files:
             with h5py.File(path, "r") as f:
                 for name, values in columns.items():
-                    values.append(f[name][()].astype(np.int64))
-                headers.append((f.attrs["classes"], f.attrs["layout"], f.attrs["params"], f["x"].shape[1:]))
+                    if name in f:
+                        values.append(f[name][()].astype(np.int64))
+                shape = f["x"].shape[1:] if "x" in f else tuple(json.loads(f.attrs["sample_shape"]))
+                store = f.attrs.get("store")  # reference shards: where their samples are
+                headers.append((f.attrs["classes"], f.attrs["layout"], f.attrs["params"], shape, store))
         if len(set(headers)) != 1:
             raise ValueError(f"shards of {modality}/{role} disagree on classes, layout, params or "
                              f"sample shape: {sorted(set(headers))}")
-        classes, self.layout, params, self.sample_shape = headers[0]
+        classes, self.layout, params, self.sample_shape, store = headers[0]
+        self.refs = np.concatenate(columns["ref"]) if columns["ref"] else None  # (N, R) int64, reference shards
+        # a reference shard's samples are read from its store (samples.SampleReader), else from ``x``
+        self.reader = None if store is None else SampleReader(modality, self.files[0].parent / store)
         self.classes: list[str] = json.loads(classes)
         self.params: dict[str, Any] = json.loads(params)
         self.labels, self.videos, self.clips = (np.concatenate(columns[k]) for k in ("label", "video", "clip"))
@@ -126,7 +135,9 @@ class ShardDataset(Dataset):
         if os.getpid() != self._pid:  # forked: the inherited handles belong to the parent
             self._handles, self._pid = {}, os.getpid()
         if file not in self._handles:
-            self._handles[file] = h5py.File(self.files[file], "r")["x"]
+            # no chunk cache: a random read never meets its chunk again (chunk = sample), and the
+            # default cache (8 MiB in HDF5 2) would cost every worker that much per open shard
+            self._handles[file] = h5py.File(self.files[file], "r", rdcc_nbytes=0)["x"]
         return self._handles[file]
 
     def raw(self, i: int) -> np.ndarray:
@@ -137,6 +148,8 @@ class ShardDataset(Dataset):
         """
         if not 0 <= i < len(self):
             raise IndexError(f"sample index must be in 0..{len(self) - 1}; got {i}")
+        if self.reader is not None:
+            return self.reader.read(int(self.videos[i]), self.refs[i])
         file = int(np.searchsorted(self._starts, i, side="right")) - 1
         return self._x(file)[i - self._starts[file]]
 
@@ -154,6 +167,8 @@ class ShardDataset(Dataset):
             for ds in self._handles.values():
                 ds.file.close()
         self._handles = {}
+        if self.reader is not None:
+            self.reader.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -2,11 +2,13 @@
 
 ``train_stream`` trains a ``build_model`` network on the ``train`` shards of one modality
 (linear warm-up then cosine LR, per iteration), logs each epoch to dvclive, checkpoints
-after each epoch, then writes the per-clip softmax scores of ``val`` and ``test`` and the
-stream's metrics. Checkpoints describe themselves and hold only tensors and plain values
-(``torch.load(..., weights_only=True)``); one whose fingerprint (params, shard bytes,
-training code) matches is resumed. Each epoch reseeds torch and the loader from
-``(seed, epoch, rank)``, so a resumed run repeats an uninterrupted one bit for bit on CPU.
+after each epoch to a resume file beside the model (``resume_path``, no DVC output), then
+writes the per-clip softmax scores of ``val`` and ``test``, the stream's metrics and, last,
+the final model, and removes the resume file. Checkpoints describe themselves and hold
+only tensors and plain values (``torch.load(..., weights_only=True)``); a resume file
+whose fingerprint (params, shard bytes, training code) matches is resumed. Each epoch
+reseeds torch and the loader from ``(seed, epoch, rank)``, so a resumed run repeats an
+uninterrupted one bit for bit on CPU.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) training runs DDP (gloo on CPU, NCCL on GPU) and
 evaluation gives each rank a contiguous block of samples, gathered in dataset order; only
 rank 0 writes files. channels_last everywhere, bf16 autocast on a GPU.
@@ -232,8 +234,17 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
+def resume_path(model_path: str | os.PathLike) -> Path:
+    """The per-epoch checkpoint of the run writing ``model_path``: ``models/temporal.pt`` ->
+    ``models/temporal.resume.pt``. No DVC output (with no persist output DVC keeps the stage's
+    run-cache), so DVC neither tracks nor deletes it and a killed run finds it again."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.resume{model_path.suffix}")
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` atomically: to ``<path>.tmp``, then rename over ``path``."""
+    """Write ``checkpoint`` atomically: to ``<path>.tmp``, then rename over ``path`` (never into
+    ``path`` itself: with DVC's hardlink or symlink cache types it may be the cache's own file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -324,12 +335,13 @@ def _sync_buffers(model: nn.Module, dist: Dist) -> None:
             torch_dist.broadcast(buffer, 0)
 
 
-def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, live_dir: Path,
+def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: Path, live_dir: Path,
         dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """Train (or resume) for ``spec.epochs``, checkpointing every epoch.
+    """Train (or resume from ``checkpoint_path``) for ``spec.epochs``, checkpointing every epoch
+    to ``checkpoint_path`` (rank 0).
 
     Returns:
-        The final checkpoint (on every rank; rank 0 also wrote it to ``model_path``).
+        The final checkpoint (on every rank).
 
     Raises:
         TrainingInterrupted: after the epoch named by ``$TWOSTREAM_STOP_AFTER_EPOCH``.
@@ -346,7 +358,7 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, 
     model = model.to(dist.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps, spec.epochs)
-    start, history = resume(model_path, print_, model, optimizer, scheduler)
+    start, history = resume(checkpoint_path, print_, model, optimizer, scheduler)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type
                                               == "cuda" else None) if dist.world > 1 else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -364,7 +376,8 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, model_path: Path, 
                         "train_seconds": train_s, "seconds": time.perf_counter() - begin,
                         "samples_per_s": steps * cfg.batch_size / train_s})
         if dist.main:
-            save_checkpoint(model_path, _checkpoint(spec, data, model, optimizer, scheduler, history, print_))
+            checkpoint = _checkpoint(spec, data, model, optimizer, scheduler, history, print_)
+            save_checkpoint(checkpoint_path, checkpoint)
             live.log(history[-1])
             if on_epoch:
                 on_epoch(history[-1])
@@ -404,7 +417,9 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
     Args:
         spec: the run (stream, modality, epochs, seed, model and train params).
         shard_dir: ``data/shards`` (reads ``<modality>/{train,val,test}-*.h5`` and ``expected.json``).
-        model_path: checkpoint, written after every epoch (``models/<stream>.pt``).
+        model_path: the final checkpoint (``models/<stream>.pt``), written last; the per-epoch
+            one goes to ``resume_path(model_path)``, resumed from when its fingerprint matches
+            and removed once the final one is written.
         metrics_path: ``metrics/<stream>.json``: ``metrics.headline`` of test and val.
         scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``) and
             ``report.json`` (the full ``evaluate`` of both roles: per class, confusion, missing
@@ -429,7 +444,7 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
     data = training_dataset(shard_dir, spec.modality, crop)
     scale = data.transform.scale  # fitted for flow, else None
     val = ShardDataset(shard_dir, spec.modality, "val", False, crop, scale)
-    checkpoint = fit(spec, data, val, Path(model_path), Path(live_dir), dist, on_epoch)
+    checkpoint = fit(spec, data, val, resume_path(model_path), Path(live_dir), dist, on_epoch)
     begin = time.perf_counter()
     scores, missing = score_roles(checkpoint, spec, shard_dir, dist)
     results = {role: s.evaluate() for role, s in scores.items()}
@@ -441,6 +456,9 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
         write_json(Path(scores_dir) / REPORT_NAME, {"stream": spec.stream, "modality": spec.modality,
                                                      "flow_scale": scale, **results, "missing": missing})
         write_metrics(metrics_path, metrics)
+        # last, so a run killed while scoring still finds its resume file
+        save_checkpoint(model_path, checkpoint)
+        resume_path(model_path).unlink(missing_ok=True)
     seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin
     return {**metrics, "seconds": round(seconds, 1),
             "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}

@@ -1,52 +1,61 @@
-"""Stage ``frames``: decode every indexed video once into a few HDF5 shards; read them back.
+"""Stage ``frames``: decode every indexed video once, keep the frames later stages read; read them back.
 
-On disk (``data/frames/``):
+On disk (``data/frames/``, a DVC ``persist`` output: see ``twostream.parts``):
 
-- ``frames-NNNNN.h5``: up to ``frames.videos_per_shard`` videos each, in index order.
-  One dataset per video, named by its zero-padded id (``000042``): ``(T, H, W, 3)
-  uint8`` RGB at the working size, one frame per chunk, lossless (a frame reads back
-  bit-exact): HDF5's gzip filter where it pays, else uncompressed (see
-  ``encode_chunks``); attributes ``fps`` and ``n_frames``.
-- ``meta.json``: ``{"layout", "storage", "params", "videos": {"<id>": {"shard",
-  "dataset", "fps", "n_frames"}}}`` with ``<id>`` the video's position in the index.
+- ``parts/<class>/<file name>.h5``: one file per video, named by its stable id (the
+  index record's ``key``). Only the native frames that ``resample.fps`` keeps are stored
+  (``clips.resample_indices``; every frame at ``resample.fps`` 0), each encoded on its
+  own with ``frames.codec`` (``jpeg`` at ``frames.quality``, or lossless ``png``), at the
+  working size ``frames.width`` x ``frames.height``. Datasets: ``data`` ``(B,) uint8``, the
+  encoded frames back to back; ``offsets`` ``(S + 1,) int64``, where stored frame ``s``
+  starts and ends in ``data``. Attributes: ``fps`` (native rate), ``n_frames`` (native
+  frames decoded), ``codec``, ``warnings`` (JSON list of ffmpeg's errors for a video that
+  still decoded whole), ``part_key`` (``parts.content_key`` of the video's bytes, the
+  params and this code).
+- ``meta.json``: ``{"layout", "storage", "params", "resample_fps", "videos": {"<id>":
+  {"shard", "dataset", "key", "stamp", "fps", "n_frames", "n_stored"}}}`` with ``<id>`` the video's
+  position in the index (what the later stages and the shards number videos by).
 
-Workers decode and encode each frame as one HDF5 chunk (``h5store.encode_chunks``); the
-main process writes the chunks as they are (``write_direct_chunk``) in index order, so the files are
-byte-identical whatever order the workers finish in. Compressing a video costs about
-half as much CPU as decoding it, so it runs in the workers, not in the one writer.
-
-The shard writing and the lazy per-process reading are ``twostream.h5store``'s.
-
-Storage was chosen by measuring (``python -m twostream.bench store``): on the demo's
-64x64 frames JPEG (q90) is 6.5x smaller than raw, but lossy, with 8x8 blocks that flow
-and SG3I would see; zlib saves only 5-20% there. Frames are kept lossless.
+Why this layout (measured on real footage at 340x256, DESIGN.md "Real size"): lossless
+frames took 142.6 KiB each and every native frame was stored, while at 6 fps a later stage
+reads one in five; JPEG at quality 95 takes 23.5 KiB (mean absolute error 1.03 grey
+levels, ~2,800 decodes/s per core), and TV-L1 on such frames differs from TV-L1 on the
+lossless ones by 0.12 px, less than the TV-L1 stopping rule's own 0.22 px. A decode streams
+in blocks (``video.VideoReader``), and a worker writes its video's part itself, so memory
+does not grow with the video's length; a killed run keeps the parts it finished.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-from typing import Any, Iterator, NamedTuple
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from twostream import clips, codec, h5store, parts, video
+from twostream.clips import kept_stream, resample_indices
+from twostream.codec import CODECS, PNG_LEVEL, decode_image, encode_image
 from twostream.config import FramesConfig, resolve_workers, result_params
-from twostream.h5store import (  # noqa: F401 - LIBVER, dataset_name, encode_chunks: re-exports
-    LIBVER, META_NAME, RAW_ABOVE, VideoShardWriter, VideoStore, clear_shards, dataset_name, encode_chunks,
-)
+from twostream.h5store import META_NAME, VideoStore
 from twostream.hmdb51 import read_index, write_json
 from twostream.pools import ordered_map, pool_context
-from twostream.video import VideoError, decode_video
+from twostream.video import VideoError, VideoReader
 
 log = logging.getLogger(__name__)
 
 DECODE_ROLES = ("train", "val", "test")  # index roles whose videos are decoded
-SHARD_NAME = "frames-{:05d}.h5"
-LAYOUT = "(T, H, W, 3) uint8 RGB"
-STORAGE = {"chunk": "1 frame", "compression": f"gzip where it saves {1 - RAW_ABOVE:.0%}, else none"}
+LAYOUT = "per video: data (B,) uint8 encoded RGB frames back to back, offsets (S + 1,) int64"
+CODE = parts.code_hash(clips, codec, h5store, parts, video, sys.modules[__name__])  # sources a part depends on
 
 
 class FramesError(RuntimeError):
@@ -57,131 +66,228 @@ class FrameInfo(NamedTuple):
     """What the store knows of a video without reading its frames."""
 
     fps: float  # native frame rate; frame i is at i / fps seconds
-    n_frames: int  # frames stored
+    n_frames: int  # native frames decoded
 
 
-class _Decoded(NamedTuple):
-    """A worker's answer for one video: its encoded chunks, or the reason it failed."""
+def encode_frame(rgb: np.ndarray, codec: str, quality: int) -> bytes:
+    """One ``(H, W, 3) uint8`` RGB frame as the store keeps it (``codec.encode_image``).
+
+    Raises:
+        ValueError: on an unknown codec.
+    """
+    if codec not in CODECS:
+        raise ValueError(f"frames.codec must be one of {', '.join(CODECS)}; got {codec!r}")
+    return encode_image(rgb, codec, quality)
+
+
+def decode_frame(data: np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB frame from the bytes ``encode_frame`` made (``(n,) uint8``)."""
+    return decode_image(data)
+
+
+def codec_roundtrip(frames: np.ndarray, codec: str, quality: int) -> np.ndarray:
+    """``(T, H, W, 3) uint8`` frames as the store gives them back: encoded and decoded once
+    (``predict`` passes a new video's frames through it, so the network sees what it trained on)."""
+    return np.stack([decode_frame(np.frombuffer(encode_frame(f, codec, quality), np.uint8)) for f in frames])
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """One video to store: the unit of work, a pure function of these fields (``store_video_part``)."""
+
+    vid: int  # index position (reports)
+    path: str  # video file
+    part: str  # part file to write
+    stamp: str  # its part key
+    width: int
+    height: int
+    codec: str
+    quality: int
+    resample_fps: float
+
+
+class PartResult(NamedTuple):
+    """What a stored (or failed) video tells the stage; the frames themselves are in the part."""
 
     vid: int
     fps: float
-    shape: tuple[int, ...]  # (T, H, W, 3) of the decoded frames; () on failure
-    compression: str | None  # HDF5 filter of the chunks: "gzip" or None
-    chunks: list[bytes]  # one per frame, as HDF5 stores it with that filter
+    n_frames: int  # native frames decoded
+    n_stored: int
     reason: str | None  # None on success
-    warnings: list[str]  # ffmpeg's errors for a video that still decoded whole (video.decode_video)
+    warnings: list[str]
 
 
-def _decode_job(job: tuple[int, str, int, int]) -> _Decoded:
-    """Worker: decode one video ``(vid, path, width, height)`` and compress every frame."""
-    vid, path, width, height = job
+def part_stamp(sha256: str, cfg: FramesConfig, resample_fps: float) -> str:
+    """Part key of a video with these bytes under the params that decide its part, and this code
+    (``max_failures`` decides only whether the stage fails; png ignores ``quality``)."""
+    decisive = {"width": cfg.width, "height": cfg.height, "codec": cfg.codec, "resample_fps": resample_fps,
+                **({"quality": cfg.quality} if cfg.codec == "jpeg" else {})}
+    return parts.content_key({"video": sha256, "params": decisive, "code": CODE})
+
+
+def store_video_part(job: PartJob) -> PartResult:
+    """Decode one video in blocks, encode the frames ``resample_fps`` keeps, write its part file.
+
+    Memory holds one decoded block; the encoded frames go to a temporary file until the
+    decode has proved complete. A video that cannot be decoded whole writes nothing.
+    """
     try:
-        frames, fps, warnings = decode_video(path, width, height)
+        with VideoReader(job.path, job.width, job.height) as reader, tempfile.TemporaryFile() as spool:
+            offsets, wanted, i = [0], kept_stream(reader.fps, job.resample_fps), 0
+            target = next(wanted)
+            for block in reader.blocks():
+                for frame in block:
+                    if i == target:
+                        offsets.append(offsets[-1] + spool.write(encode_frame(frame, job.codec, job.quality)))
+                        target = next(wanted)
+                    i += 1
+            _write_part(job, spool, np.asarray(offsets, np.int64), reader.fps, reader.n_frames, reader.warnings)
+            return PartResult(job.vid, reader.fps, reader.n_frames, len(offsets) - 1, None, list(reader.warnings))
     except VideoError as e:
-        return _Decoded(vid, 0.0, (), None, [], e.reason, [])
-    compression, chunks = encode_chunks(frames)
-    return _Decoded(vid, fps, frames.shape, compression, chunks, None, warnings)
+        return PartResult(job.vid, 0.0, 0, 0, e.reason, [])
+
+
+def _write_part(job: PartJob, spool: Any, offsets: np.ndarray, fps: float, n_frames: int,
+                warnings: list[str]) -> None:
+    """Copy the spooled encoded frames into the part file, with its offsets and attributes."""
+    spool.seek(0)
+    with parts.writing(job.part, job.stamp) as f:
+        data = f.create_dataset("data", (int(offsets[-1]),), np.uint8, track_times=False)
+        at = 0
+        for block in iter(lambda: spool.read(1 << 22), b""):
+            data[at:at + len(block)] = np.frombuffer(block, np.uint8)
+            at += len(block)
+        f.create_dataset("offsets", data=offsets, track_times=False)
+        for key, value in (("fps", np.float64(fps)), ("n_frames", np.int64(n_frames)), ("codec", job.codec),
+                           ("warnings", json.dumps(list(warnings)))):
+            f.attrs[key] = value
+
+
+def _reused(job: PartJob) -> PartResult | None:
+    """The result of a part an earlier run finished with the same stamp, else None."""
+    if parts.stamp_of(job.part) != job.stamp:
+        return None
+    with h5py.File(job.part, "r") as f:
+        return PartResult(job.vid, float(f.attrs["fps"]), int(f.attrs["n_frames"]), len(f["offsets"]) - 1,
+                          None, json.loads(f.attrs["warnings"]))
 
 
 @contextlib.contextmanager
-def _decoded(jobs: list[tuple[int, str, int, int]], workers: int) -> Iterator[Iterator[_Decoded]]:
-    """Results of ``_decode_job`` over ``jobs`` in job order, from ``workers`` processes."""
+def _stored(jobs: list[PartJob], workers: int) -> Iterator[Iterator[PartResult]]:
+    """``store_video_part`` over ``jobs`` in job order, from ``workers`` processes (1 = this one)."""
     if workers <= 1 or len(jobs) <= 1:
-        yield map(_decode_job, jobs)
+        yield map(store_video_part, jobs)
         return
-    yield ordered_map(_decode_job, jobs, min(workers, len(jobs)), pool_context([__name__]),
-                      name=lambda job: f"video {job[0]} ({job[1]})")
-
-
-def _write(writer: VideoShardWriter, result: _Decoded) -> dict[str, Any]:
-    """Write one decoded video; returns its ``meta.json`` entry."""
-    attrs = {"fps": np.float64(result.fps), "n_frames": np.int64(result.shape[0])}
-    entry = writer.add_chunks(result.vid, result.shape, np.uint8, result.chunks, result.compression, attrs)
-    return {**entry, "fps": result.fps, "n_frames": result.shape[0]}
+    yield ordered_map(store_video_part, jobs, min(workers, len(jobs)), pool_context([__name__]),
+                      name=lambda job: f"video {job.vid} ({job.path})")
 
 
 def _problem(vid: int, record: dict[str, Any], reason: str) -> dict[str, Any]:
     return {"id": vid, "path": record["path"], "class": record["class"], "reason": reason}
 
 
-def _check_config(cfg: FramesConfig) -> None:
-    if cfg.width <= 0 or cfg.height <= 0:
-        raise ValueError(
-            f"frames.width and frames.height must be positive; got {cfg.width}x{cfg.height}"
-        )
-    if cfg.videos_per_shard < 1:
-        raise ValueError(f"frames.videos_per_shard must be >= 1; got {cfg.videos_per_shard}")
-    if not 0.0 <= cfg.max_failures <= 1.0:
-        raise ValueError(f"frames.max_failures must be a fraction in 0..1; got {cfg.max_failures}")
+def plan_parts(index: list[dict[str, Any]], out_dir: Path, cfg: FramesConfig,
+               resample_fps: float) -> tuple[list[PartJob], list[dict[str, Any]]]:
+    """The part job of every video to decode, and the skipped (role ``unused``) videos."""
+    jobs, skipped = [], []
+    for vid, record in enumerate(index):
+        if record["role"] not in DECODE_ROLES:
+            skipped.append(_problem(vid, record, f"role {record['role']!r} is not decoded"))
+            continue
+        sha = record.get("sha256") or (parts.file_sha256(record["path"]) if os.path.isfile(record["path"]) else "")
+        jobs.append(PartJob(vid, record["path"], str(parts.part_path(out_dir, record["key"])),
+                            part_stamp(sha, cfg, resample_fps), cfg.width, cfg.height, cfg.codec, cfg.quality,
+                            resample_fps))
+    return jobs, skipped
 
 
-def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike,
-                   report_path: str | os.PathLike, cfg: FramesConfig) -> dict[str, Any]:
-    """Decode the train/val/test videos of an index into HDF5 shards at the working size.
+def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
+                   cfg: FramesConfig, resample_fps: float,
+                   on_stored: Callable[[PartResult], None] | None = None) -> dict[str, Any]:
+    """Store the frames of the train/val/test videos of an index, one part file per video.
 
-    Role ``unused`` videos are listed in the report as skipped, undecodable ones as
-    failed, each with a reason: every indexed video is stored or reported. A video that
-    decoded whole although ffmpeg logged errors is stored and listed as ``warned`` (its
-    first message as ``reason``, and ``n_warnings``).
+    Parts an earlier run finished under the same stamp are reused; the others are computed;
+    parts no video needs any more are removed. Role ``unused`` videos are listed in the report
+    as skipped, undecodable ones as failed, each with a reason; a video that decoded whole
+    although ffmpeg logged errors is stored and listed as ``warned``.
 
     Args:
         index_path: ``data/index.json``; relative video paths are taken from the cwd.
-        out_dir: folder for the shards and ``meta.json`` (earlier shards are removed).
-        report_path: JSON report: counts, and every failed or skipped video with a reason.
+        out_dir: the store's folder (``parts/`` and ``meta.json``).
+        report_path: JSON report: counts, and every failed, skipped or warned video.
         cfg: the ``frames`` params.
+        resample_fps: ``resample.fps``: which native frames are stored (0 = all).
+        on_stored: called in this process with each video computed in this run, in index order.
 
     Returns:
-        The report written to ``report_path``.
+        The report written to ``report_path``, plus ``computed`` and ``reused`` (this run's).
 
     Raises:
-        ValueError: on bad params.
-        FramesError: if failed / attempted videos exceeds ``cfg.max_failures`` (the
-            shards, meta and report are written first).
+        FramesError: if failed / attempted videos exceeds ``cfg.max_failures`` (the parts,
+            meta and report are written first).
     """
-    _check_config(cfg)
-    index = read_index(index_path)
-    jobs, skipped, failed, warned, videos = [], [], [], [], {}
-    for vid, record in enumerate(index):
-        if record["role"] in DECODE_ROLES:
-            jobs.append((vid, record["path"], cfg.width, cfg.height))
-        else:
-            skipped.append(_problem(vid, record, f"role {record['role']!r} is not decoded"))
-    out_dir = clear_shards(out_dir, SHARD_NAME)
-    with VideoShardWriter(out_dir, SHARD_NAME, cfg.videos_per_shard) as writer, \
-            _decoded(jobs, resolve_workers(cfg.workers)) as results, logging_redirect_tqdm():
-        for result in tqdm(results, total=len(jobs), desc="frames", unit="video"):
-            if result.reason is None:
-                videos[str(result.vid)] = _write(writer, result)
-                if result.warnings:
-                    warned.append({**_problem(result.vid, index[result.vid], result.warnings[0]),
-                                   "n_warnings": len(result.warnings)})
-            else:
-                failed.append(_problem(result.vid, index[result.vid], result.reason))
-                log.warning("video %d (%s): %s", result.vid, failed[-1]["path"], result.reason)
-    write_json(out_dir / META_NAME, {"layout": LAYOUT, "storage": STORAGE, "params": result_params(cfg),
-                                     "videos": videos})
-    fraction = len(failed) / len(jobs) if jobs else 0.0
-    report = {
-        "counts": {"indexed": len(index), "attempted": len(jobs), "stored": len(videos),
-                   "failed": len(failed), "skipped": len(skipped), "warned": len(warned)},
-        "failed_fraction": fraction, "max_failures": cfg.max_failures,
+    index, out_dir = read_index(index_path), Path(out_dir)
+    jobs, skipped = plan_parts(index, out_dir, cfg, resample_fps)
+    done = {job.vid: r for job in jobs if (r := _reused(job)) is not None}
+    todo = [job for job in jobs if job.vid not in done]
+    with _stored(todo, resolve_workers(cfg.workers)) as results, logging_redirect_tqdm():
+        for result in tqdm(results, total=len(todo), desc="frames", unit="video"):
+            done[result.vid] = result
+            if result.reason is not None:
+                log.warning("video %d (%s): %s", result.vid, index[result.vid]["path"], result.reason)
+            if on_stored is not None:
+                on_stored(result)
+    stored = [job for job in jobs if done[job.vid].reason is None]
+    parts.remove_stale(out_dir, {Path(job.part) for job in stored})
+    (out_dir / META_NAME).unlink(missing_ok=True)  # a new file: never rewrite a cache-linked one in place
+    write_json(out_dir / META_NAME, _meta(out_dir, stored, done, index, cfg, resample_fps))
+    report = _report(index, jobs, skipped, done, cfg)
+    write_json(report_path, report)
+    if report["failed_fraction"] > cfg.max_failures:
+        raise FramesError(
+            f"{report['counts']['failed']} of {len(jobs)} videos failed to decode "
+            f"({report['failed_fraction']:.1%}), more than frames.max_failures = {cfg.max_failures:.1%}; "
+            f"reasons in {report_path}")
+    return {**report, "computed": len(todo), "reused": len(jobs) - len(todo)}
+
+
+def _meta(out_dir: Path, stored: list[PartJob], done: dict[int, PartResult], index: list[dict[str, Any]],
+          cfg: FramesConfig, resample_fps: float) -> dict[str, Any]:
+    videos = {str(job.vid): {"shard": Path(job.part).relative_to(out_dir).as_posix(), "dataset": "data",
+                             "key": index[job.vid]["key"], "stamp": job.stamp, "fps": done[job.vid].fps,
+                             "n_frames": done[job.vid].n_frames, "n_stored": done[job.vid].n_stored}
+              for job in stored}
+    storage = {"codec": cfg.codec, **({"quality": cfg.quality} if cfg.codec == "jpeg" else {"png_level": PNG_LEVEL})}
+    return {"layout": LAYOUT, "storage": storage, "params": result_params(cfg), "resample_fps": resample_fps,
+            "videos": videos}
+
+
+def _report(index: list[dict[str, Any]], jobs: list[PartJob], skipped: list[dict[str, Any]],
+            done: dict[int, PartResult], cfg: FramesConfig) -> dict[str, Any]:
+    """The frames report: the same bytes whether a run was resumed or not."""
+    failed, warned = [], []
+    for job in jobs:
+        result = done[job.vid]
+        if result.reason is not None:
+            failed.append(_problem(job.vid, index[job.vid], result.reason))
+        elif result.warnings:
+            warned.append({**_problem(job.vid, index[job.vid], result.warnings[0]),
+                           "n_warnings": len(result.warnings)})
+    ok = [done[job.vid] for job in jobs if done[job.vid].reason is None]
+    return {
+        "counts": {"indexed": len(index), "attempted": len(jobs), "stored": len(ok), "failed": len(failed),
+                   "skipped": len(skipped), "warned": len(warned),
+                   "decoded_frames": sum(r.n_frames for r in ok), "stored_frames": sum(r.n_stored for r in ok)},
+        "failed_fraction": len(failed) / len(jobs) if jobs else 0.0, "max_failures": cfg.max_failures,
         "failed": failed, "skipped": skipped, "warned": warned,
     }
-    write_json(report_path, report)
-    if fraction > cfg.max_failures:
-        raise FramesError(
-            f"{len(failed)} of {len(jobs)} videos failed to decode ({fraction:.1%}), more than "
-            f"frames.max_failures = {cfg.max_failures:.1%}; reasons in {report_path}"
-        )
-    return report
 
 
 class FrameStore(VideoStore):
-    """Read access to the ``frames`` stage's output folder.
+    """Read access to the ``frames`` stage's output folder, by native frame number.
 
-    HDF5 files open lazily, one handle per shard per process (see ``h5store.VideoStore``):
-    safe to build before a fork (DataLoader or pool workers), and it pickles without
-    handles, so it can be sent to spawned workers.
+    Part files open lazily, a bounded number per process (see ``h5store.VideoStore``): safe to
+    build before a fork (DataLoader or pool workers), and it pickles without handles.
     """
 
     missing_message = ("video {vid!r} is not in {root} ({n} videos stored; failed and "
@@ -197,6 +303,9 @@ class FrameStore(VideoStore):
         self.params: dict[str, Any] = self.meta["params"]
         self.width: int = self.params["width"]
         self.height: int = self.params["height"]
+        self.resample_fps: float = float(self.meta["resample_fps"])
+        self._rows: dict[int, dict[int, int]] = {}  # per video: native frame number -> stored row
+        self._offsets: dict[int, np.ndarray] = {}
 
     def info(self, vid: int) -> FrameInfo:
         """``FrameInfo(fps, n_frames)`` of video ``vid`` (no HDF5 access).
@@ -207,18 +316,42 @@ class FrameStore(VideoStore):
         entry = self._entry(vid)
         return FrameInfo(float(entry["fps"]), int(entry["n_frames"]))
 
+    def stored_indices(self, vid: int) -> np.ndarray:
+        """``(S,) int64`` native numbers of the frames stored for ``vid``, increasing."""
+        info = self.info(vid)
+        return resample_indices(info.n_frames, info.fps, self.resample_fps)
+
     def read(self, vid: int, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
-        """Frames of video ``vid``.
+        """Frames of video ``vid``, decoded.
 
         Args:
             vid: video id.
-            indices: frame indices to read, any order, repeats allowed; None = all.
+            indices: native frame numbers, any order, repeats allowed, each one the store
+                holds (``stored_indices``); None = every stored frame.
 
         Returns:
-            ``(len(indices) or T, H, W, 3) uint8`` RGB frames.
+            ``(len(indices) or S, H, W, 3) uint8`` RGB frames.
 
         Raises:
             KeyError: if the video is not stored.
-            IndexError: if an index is outside ``0..n_frames-1``.
+            IndexError: if a frame is not stored (outside the video or not kept at ``resample_fps``).
         """
-        return self._read_rows(vid, indices, "frame")
+        if vid not in self._rows:
+            self._rows[vid] = {int(n): row for row, n in enumerate(self.stored_indices(vid))}
+        rows_of = self._rows[vid]
+        wanted = list(rows_of.values()) if indices is None else [int(i) for i in np.asarray(indices).reshape(-1)]
+        if indices is not None:
+            bad = [i for i in wanted if i not in rows_of]
+            if bad:
+                raise IndexError(f"frames {bad} of video {vid} are not stored: it holds the "
+                                 f"{len(rows_of)} native frames kept at {self.resample_fps:g} fps of "
+                                 f"{self.info(vid).n_frames}")
+            wanted = [rows_of[i] for i in wanted]
+        ds = self._dataset(vid)
+        if vid not in self._offsets:
+            self._offsets[vid] = ds.parent["offsets"][()]
+        offsets = self._offsets[vid]
+        out = np.empty((len(wanted), self.height, self.width, 3), np.uint8)
+        for n, row in enumerate(wanted):
+            out[n] = decode_frame(ds[offsets[row]:offsets[row + 1]])
+        return out

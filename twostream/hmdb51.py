@@ -6,10 +6,12 @@ archives' ``<root>/<class>/<name>.avi`` with ``<root>/testTrainMulti_7030_splits
 Split files are named ``<class>_test_split{1,2,3}.txt``; each line is
 ``name.avi <tag> `` with tag 1 = train, 2 = test, 0 = unused.
 
-The index is a list of ``{"path", "class", "label", "role"}`` records, role one of
-``ROLES``; labels index the sorted class names. Video names are opaque strings: real
-ones contain ``! ( ) # [ ] & + ; ~ @``. Every problem met on the way is listed in a
-report instead of being dropped silently.
+The index is a list of ``{"key", "path", "class", "label", "role", "sha256"}`` records,
+role one of ``ROLES``; labels index the sorted class names. ``key`` (``<class>/<file
+name>``) names a video whatever its position in the index or the root's location, and
+``sha256`` is the hash of its bytes, so a cache keyed on them follows the video's content.
+Video names are opaque strings: real ones contain ``! ( ) # [ ] & + ; ~ @``. Every
+problem met on the way is listed in a report instead of being dropped silently.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ LAYOUTS: dict[str, tuple[str, str]] = {
 }
 # files on disk that count as videos when looking for ones no split file lists
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
+HASH_BLOCK = 1 << 20  # bytes read at a time when hashing a video (1 MiB)
 _SPLIT_FILE = re.compile(r"^(?P<cls>[^./\\][^/\\]*)_test_split(?P<split>[0-9]+)\.txt$")
 # report keys that list problems, each a list of records
 PROBLEM_KEYS = (
@@ -262,6 +265,33 @@ def _assign_roles(
     return {name: "val" if name in val else role for name, role in kept.items()}
 
 
+def video_key(path: str | os.PathLike) -> str:
+    """A video's stable id, ``<class folder>/<file name>`` of its path: the same wherever the
+    root lives and wherever the video sits in the index (``"brush_hair/April_09_....avi"``)."""
+    path = PurePosixPath(str(path).replace(os.sep, "/"))
+    return f"{path.parent.name}/{path.name}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read ``HASH_BLOCK`` bytes at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_unique_keys(index: list[dict[str, Any]], source: str) -> None:
+    """Raise ValueError naming each ``key`` that several records of ``index`` (read from
+    ``source``, a root or a file) share, with their paths."""
+    paths: dict[str, list[str]] = {}
+    for record in index:
+        paths.setdefault(record["key"], []).append(record["path"])
+    repeated = {key: found for key, found in paths.items() if len(found) > 1}
+    if repeated:
+        raise ValueError(f"{source}: video keys (<class>/<file name>) must be unique; repeated: {repeated}")
+
+
 def build_index(
     root: str,
     split: int,
@@ -279,12 +309,13 @@ def build_index(
         seed: ``base.seed``, for the val carve.
 
     Returns:
-        ``(index, report)``: ``{"path", "class", "label", "role"}`` records sorted by class
-        then file name, and the report (see ``make_report``).
+        ``(index, report)``: ``{"key", "path", "class", "label", "role", "sha256"}`` records
+        sorted by class then file name (``key``: ``video_key``; ``sha256``: ``file_sha256``
+        of the video), and the report (see ``make_report``).
 
     Raises:
-        ValueError: bad ``split`` or ``val_fraction``, no split file for ``split``, or no
-            usable video left.
+        ValueError: bad ``split`` or ``val_fraction``, no split file for ``split``, no
+            usable video left, or two videos with one key.
         FileNotFoundError: ``root`` follows neither layout.
     """
     _check_split(split)
@@ -306,7 +337,10 @@ def build_index(
         roles = _assign_roles(kept, class_name, val_fraction, unused_as_train, seed)
         for name in sorted(roles):
             path = posixpath.join(prefix, class_name, name)
-            index.append({"path": path, "class": class_name, "label": label, "role": roles[name]})
+            # keys in reading order: id, file, labels, content
+            index.append({"key": video_key(path), "path": path, "class": class_name, "label": label,
+                          "role": roles[name], "sha256": file_sha256(path)})
+    check_unique_keys(index, root)
     report = make_report(layout, split, classes, index, problems)
     if not index:
         raise ValueError(f"no usable video left in {root} for split {split}: {summarize(report)}")
@@ -372,18 +406,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_index(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read ``data/index.json`` as written by the ``index`` stage.
 
+    Records written by hand (tests) may lack ``key`` and ``sha256``: a missing ``key`` is
+    filled in as ``video_key(path)`` (``<parent folder>/<file name>``); a missing ``sha256``
+    stays missing, and a consumer that needs the content hash computes ``file_sha256``
+    of the file itself.
+
     Returns:
-        The records, each ``{"path": str, "class": str, "label": int, "role": str}``.
+        The records, each ``{"key": str, "path": str, "class": str, "label": int,
+        "role": str}`` plus ``"sha256": str`` when the file has it.
 
     Raises:
-        ValueError: if a record lacks a key or has a role outside ``ROLES``.
+        ValueError: if a record lacks one of path, class, label, role, has a role
+            outside ``ROLES``, or two records share a key.
     """
     with open(path, encoding="utf-8") as f:
         index = json.load(f)
-    for number, record in enumerate(index):
+    for number, record in enumerate(list(index)):
         if not {"path", "class", "label", "role"} <= set(record) or record["role"] not in ROLES:
             raise ValueError(
                 f"{path} record {number}: need keys path, class, label, role with role in "
                 f"{list(ROLES)}; got {record!r}"
             )
+        index[number] = {"key": video_key(record["path"]), **record}
+    check_unique_keys(index, str(path))
     return index

@@ -2,14 +2,16 @@
 
 A new video goes through the functions the stages run, not copies of them:
 ``video.read_video`` (frames stage) at ``frames.width x frames.height``,
-``resample.resample_indices`` at ``resample.fps``, then ``shards.video_samples`` (the
-shards stage's per-video sampling) over in-memory stand-ins for the three stores, which
-compute what the stores would hold with ``sg3i.video_sg3i`` and ``flow.video_flow``
-(the sg3i and flow stages' per-video functions). Each stream then scores the clips with
-``scoring.score_samples``, the code path the train stage scores val and test with (the
-network rebuilt from the checkpoint, its evaluation transform with the flow scale the
-checkpoint stores, the same batches), the fusion of ``models/fusion.pt`` (written by the
-``fuse`` stage) fuses the clip scores, and the video's scores are their mean.
+``clips.resample_indices`` at ``resample.fps``, the kept frames through ``frames.codec``
+(``frames.codec_roundtrip``: as the frames store holds them), then ``shards.video_samples``
+(the shards stage's per-video sampling) over in-memory stand-ins for the three stores, which
+compute what the stores would hold with ``sg3i.video_sg3i`` and ``flow.video_flow`` (the sg3i
+and flow stages' per-video functions; the fields through ``flow.codec_roundtrip``). Each
+stream then scores the clips with ``scoring.score_samples``, the code path the train stage
+scores val and test with (the network rebuilt from the checkpoint, its evaluation transform
+with the flow scale the checkpoint stores, the same batches), the fusion of
+``models/fusion.pt`` (written by the ``fuse`` stage) fuses the clip scores, and the video's
+scores are their mean.
 
 Params (``frames``, ``resample``, ``clip``, ``flow``) come from ``params.yaml``; the
 checkpoints record the clip and flow quantisation params they were trained with, and a
@@ -26,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from twostream.clips import clip_starts, needed_pairs
+from twostream.clips import clip_starts, needed_pairs, resample_indices
 from twostream.config import (
     ClipConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, load_params, section, to_dict,
 )
-from twostream.flow import video_flow
+from twostream.flow import codec_roundtrip, video_flow
 from twostream.fusion import STREAMS, AverageFusion, Fusion, check_method, load_fusion
-from twostream.resample import resample_indices
+from twostream.frames import codec_roundtrip as frames_roundtrip
 from twostream.scoring import load_checkpoint, score_samples
 from twostream.sg3i import video_sg3i
 from twostream.shards import ClipVideo, video_samples
@@ -80,6 +82,7 @@ class MemoryFlow:
     def read(self, vid: int, pairs: list[int]) -> np.ndarray:
         unique = needed_pairs(len(self.kept), self.clip.frames, self.clip.step, self.cfg.stack)
         fields = video_flow(self.frames, vid, self.kept, unique, self.cfg)  # (P, H, W, 2)
+        fields = codec_roundtrip(fields, self.cfg.codec, self.cfg.quality)  # as the flow store holds them
         return fields[[unique.index(k) for k in pairs]]
 
 
@@ -114,6 +117,8 @@ def clip_samples(path: str | os.PathLike, fp: FeatureParams) -> dict[str, np.nda
     if not starts:
         raise PredictError(f"{path}: too short: {len(frames)} frames at {fps:g} fps keep {len(kept)} at "
                            f"resample.fps {fp.resample.fps:g}; a clip needs clip.frames = {fp.clip.frames}")
+    # the frames stage stores the kept frames encoded (frames.codec): the networks trained on them so
+    frames[kept] = frames_roundtrip(frames[kept], fp.frames.codec, fp.frames.quality)
     store = MemoryFrames(frames)
     video = ClipVideo(VID, -1, kept, starts)
     return video_samples(video, store, MemorySG3I(store, kept, fp.clip), MemoryFlow(store, kept, fp.flow, fp.clip),

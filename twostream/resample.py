@@ -1,9 +1,10 @@
-"""Stage ``resample``: choose which native frames every video keeps at ``resample.fps``.
+"""Stage ``resample``: the native frames every video keeps at ``resample.fps``, as indices.
 
-Only indices are stored (``data/resample.json``), never frame copies: later stages
-read the kept frames from the ``frames`` store. The rule is by timestamp, with native
-frame ``i`` at ``i / src_fps`` seconds: resampled frame ``k`` is the native frame
-nearest ``k / fps``. A contact sheet (one tile per class) shows what the store holds.
+The ``frames`` stage stores only those frames (it applies the same rule while it decodes,
+``clips.kept_stream``); this stage writes their native numbers to ``data/resample.json``,
+drops the videos too short for a clip, and draws a contact sheet (one tile per class).
+The rule is by timestamp, with native frame ``i`` at ``i / src_fps`` seconds: resampled
+frame ``k`` is the native frame nearest ``k / fps`` (``clips.resample_indices``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from twostream.clips import resample_indices  # noqa: F401 - re-export: the rule lives with the clips
 from twostream.config import ResampleConfig
 from twostream.frames import FrameStore
 from twostream.hmdb51 import read_index, write_json
@@ -27,38 +29,6 @@ log = logging.getLogger(__name__)
 TILE_MIN_PX = 128  # contact-sheet tiles are scaled up (nearest) to at least this width
 LABEL_PX = 18  # height of the class-name strip under each tile
 PAD_PX = 4
-
-
-def resample_indices(n_frames: int, src_fps: float, fps: float) -> np.ndarray:
-    """Native frame indices kept when resampling to ``fps``.
-
-    ``i_k = floor(k * src_fps / fps + 0.5)`` for ``k = 0, 1, ...`` while ``i_k < n_frames``:
-    30 -> 6 fps keeps 0, 5, 10, ...; 25 -> 6 fps keeps the frames nearest k/6 s
-    (0, 4, 8, 13, 17, 21, 25, ...). ``fps == 0`` or ``fps >= src_fps`` keeps every frame.
-
-    Args:
-        n_frames: frames of the video (>= 0).
-        src_fps: its native frame rate (> 0).
-        fps: target rate (>= 0; 0 = every frame).
-
-    Returns:
-        ``(K,) int64`` strictly increasing indices.
-
-    Raises:
-        ValueError: on a negative count or rate, or a non-positive ``src_fps``.
-    """
-    if n_frames < 0:
-        raise ValueError(f"n_frames must be >= 0; got {n_frames}")
-    if not src_fps > 0:
-        raise ValueError(f"src_fps must be > 0; got {src_fps}")
-    if fps < 0:
-        raise ValueError(f"fps must be >= 0 (0 = every frame); got {fps}")
-    if fps == 0 or fps >= src_fps:
-        return np.arange(n_frames, dtype=np.int64)
-    k = np.arange(n_frames, dtype=np.float64)  # i_k >= k, so k < n_frames covers every kept frame
-    # multiply before dividing: exact for integer rates (30 -> 6 gives 5k exactly)
-    indices = np.floor(k * src_fps / fps + 0.5).astype(np.int64)
-    return indices[indices < n_frames]
 
 
 def read_resample(path: str | os.PathLike) -> dict[int, np.ndarray]:
@@ -150,17 +120,19 @@ def resample_videos(index_path: str | os.PathLike, frames_dir: str | os.PathLike
         The document written to ``out_path``.
 
     Raises:
-        ValueError: on a negative ``fps`` or ``clip_frames`` < 1.
+        ValueError: on ``clip_frames`` < 1, or a frames store made at another ``resample.fps``.
     """
     if clip_frames < 1:
         raise ValueError(f"clip.frames must be >= 1; got {clip_frames}")
     index = read_index(index_path)
     store = FrameStore(frames_dir)
+    if store.resample_fps != cfg.fps:
+        raise ValueError(f"the frames store {frames_dir} holds the frames kept at {store.resample_fps:g} fps; "
+                         f"resample.fps is {cfg.fps:g}: re-run the frames stage")
     kept: dict[int, np.ndarray] = {}
     videos, too_short = {}, []
     for vid in store.video_ids:
-        info = store.info(vid)
-        kept[vid] = resample_indices(info.n_frames, info.fps, cfg.fps)
+        kept[vid] = store.stored_indices(vid)
         if len(kept[vid]) < clip_frames:
             record = index[vid]
             too_short.append({"id": vid, "path": record["path"], "class": record["class"],

@@ -5,43 +5,37 @@ An SG3I image is three grayscale frames of a clip (first, middle, last; see
 network sees motion as colour fringes. Grayscale is ``cv2.COLOR_RGB2GRAY``, as in the
 flow stage.
 
-On disk (``data/sg3i/``):
-
-- ``sg3i-NNNNN.h5``: as many videos per file as the frames store holds (its
-  ``videos_per_shard``), in id order; one dataset per video named by its zero-padded
-  id: ``(C, H, W, 3) uint8`` for its C clips, one image per chunk, uncompressed (see
-  ``COMPRESSION``); attribute ``n_clips``.
-- ``meta.json``: ``{"layout", "params": {"clip": ...}, "counts", "videos": {"<id>":
-  {"shard", "dataset", "clips"}}}``.
-
-Every file is byte-deterministic: fixed HDF5 ``libver``, no timestamps, ids in order.
-The shard writing and the lazy per-process reading are ``twostream.h5store``'s.
+The images are made where that is cheap: from the frames store, when a sample is read.
+Stored, they would cost more than every other store together (one raw ``(H, W, 3)``
+image per clip: 255 KiB at 340x256, 17 KiB per decoded source frame at 6 fps with a
+clip every 3 resampled frames), while making one reads and converts three frames. So
+the stage writes only which frames make each clip's image (``data/sg3i/meta.json``):
+``{"layout", "params": {"clip": ...}, "frames": <frames store, relative to this folder>,
+"counts", "videos": {"<id>": {"clips": C, "frames": [[n0, n1, n2], ...]}}}`` with native
+frame numbers, and ``SG3IStore`` reads images through the frames store.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from twostream.clips import clip_starts, sg3i_frames
 from twostream.config import ClipConfig, to_dict
 from twostream.frames import FrameStore
-from twostream.h5store import META_NAME, VideoShardWriter, VideoStore, clear_shards
+from twostream.h5store import META_NAME
 from twostream.hmdb51 import read_index, write_json
 from twostream.resample import read_resample
 
 log = logging.getLogger(__name__)
 
-SHARD_NAME = "sg3i-{:05d}.h5"
-# Raw, as the shards stage keeps SG3I samples: on the demo's noisy 64x64 images gzip-1
-# keeps 69% of the bytes but makes random reads 5x slower (measured for the shards).
-COMPRESSION = None
-LAYOUT = "(C, H, W, 3) uint8: per clip its first, middle, last grayscale frame as channels 0, 1, 2"
+LAYOUT = "per clip [first, middle, last] native frames; image (H, W, 3) uint8 = their grayscale as channels"
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:
@@ -107,13 +101,13 @@ def video_sg3i(store: FrameStore, kept: np.ndarray, vid: int, clip: ClipConfig) 
 def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
                resample_path: str | os.PathLike, out_dir: str | os.PathLike,
                clip: ClipConfig) -> dict[str, Any]:
-    """Write the SG3I images of every clip of every video of ``resample.json``.
+    """Write which frames make the SG3I image of every clip of every video of ``resample.json``.
 
     Args:
-        index_path: ``data/index.json`` (checks every id; paths for the log).
-        frames_dir: the frames store.
+        index_path: ``data/index.json`` (checks every id).
+        frames_dir: the frames store (its path is recorded relative to ``out_dir``).
         resample_path: ``data/resample.json``: the kept frames per video.
-        out_dir: folder for ``sg3i-NNNNN.h5`` and ``meta.json`` (earlier shards are removed).
+        out_dir: folder for ``meta.json``.
         clip: clip geometry (``clip.frames`` >= 3).
 
     Returns:
@@ -127,47 +121,76 @@ def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     bad = [vid for vid in kept if not 0 <= vid < len(index)]
     if bad:
         raise ValueError(f"{resample_path} names videos {bad} outside the index's 0..{len(index) - 1}")
-    out_dir = clear_shards(out_dir, SHARD_NAME)
-    videos, n_clips = {}, 0
-    with FrameStore(frames_dir) as store, \
-            VideoShardWriter(out_dir, SHARD_NAME, int(store.params["videos_per_shard"])) as writer:
-        for vid in tqdm(sorted(kept), desc="sg3i", unit="video"):
-            images = video_sg3i(store, kept[vid], vid, clip)  # (C, H, W, 3) uint8
-            entry = writer.add(vid, images, {"n_clips": np.int64(len(images))}, compression=COMPRESSION)
-            videos[str(vid)] = {**entry, "clips": len(images)}
-            n_clips += len(images)
-    meta = {"layout": LAYOUT, "params": {"clip": to_dict(clip)}, "videos": videos,
-            "counts": {"videos": len(videos), "clips": n_clips}}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos = {}
+    for vid in sorted(kept):
+        triples = [[int(kept[vid][k]) for k in sg3i_frames(s, clip.frames)]
+                   for s in clip_starts(len(kept[vid]), clip.frames, clip.step)]
+        videos[str(vid)] = {"clips": len(triples), "frames": triples}
+    meta = {"layout": LAYOUT, "params": {"clip": to_dict(clip)},
+            "frames": Path(os.path.relpath(frames_dir, out_dir)).as_posix(), "videos": videos,
+            "counts": {"videos": len(videos), "clips": sum(v["clips"] for v in videos.values())}}
+    (out_dir / META_NAME).unlink(missing_ok=True)
     write_json(out_dir / META_NAME, meta)
-    log.info("sg3i: %d clips of %d videos -> %s", n_clips, len(videos), out_dir)
+    log.info("sg3i: %d clips of %d videos -> %s", meta["counts"]["clips"], len(videos), out_dir)
     return meta
 
 
-class SG3IStore(VideoStore):
-    """Read access to the ``sg3i`` stage's folder.
+def sg3i_image(frames: FrameStore, vid: int, triple: list[int] | np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` SG3I image of the native frames ``triple`` (first, middle, last) of ``vid``."""
+    return times_to_channels(to_gray(frames.read(vid, triple)))
 
-    HDF5 files open lazily, one handle per shard per process (a store built before a fork
-    opens its own handles in each child; see ``h5store.VideoStore``); it pickles without handles.
+
+class SG3IStore:
+    """Read access to the ``sg3i`` stage's folder: SG3I images made from the frames store.
+
+    The frames store opens its files lazily, a bounded number per process (see
+    ``h5store.VideoStore``): safe to build before a fork, and it pickles without handles.
     """
 
-    missing_message = "video {vid!r} is not in the SG3I store {root} ({n} videos)"
-
-    def __init__(self, sg3i_dir: str | os.PathLike) -> None:
-        """Read ``meta.json`` of ``sg3i_dir``.
+    def __init__(self, sg3i_dir: str | os.PathLike, frames_dir: str | os.PathLike | None = None) -> None:
+        """Read ``meta.json`` of ``sg3i_dir``; the frames store is the one it names, unless given.
 
         Raises:
-            FileNotFoundError: if ``sg3i_dir`` has no ``meta.json``.
+            FileNotFoundError: if ``sg3i_dir`` has no ``meta.json``, or the frames store is missing.
         """
-        super().__init__(sg3i_dir)
+        self.root = Path(sg3i_dir)
+        with open(self.root / META_NAME, encoding="utf-8") as f:
+            self.meta: dict[str, Any] = json.load(f)
         self.params: dict[str, Any] = self.meta["params"]
+        self._triples = {int(vid): v["frames"] for vid, v in self.meta["videos"].items()}
+        self.frames = FrameStore(frames_dir if frames_dir is not None else self.root / self.meta["frames"])
+
+    @property
+    def video_ids(self) -> list[int]:
+        """Ids of the videos with SG3I images, ascending."""
+        return sorted(self._triples)
+
+    def __len__(self) -> int:
+        return len(self._triples)
+
+    def __contains__(self, vid: object) -> bool:
+        return vid in self._triples
+
+    def triples(self, vid: int) -> list[list[int]]:
+        """Per clip of ``vid``: the native frames of its image (first, middle, last).
+
+        Raises:
+            KeyError: if the video is not in the store.
+        """
+        try:
+            return self._triples[vid]
+        except KeyError:
+            raise KeyError(f"video {vid!r} is not in the SG3I store {self.root} ({len(self)} videos)") from None
 
     def n_clips(self, vid: int) -> int:
-        """Number of clips stored for video ``vid`` (no HDF5 access).
+        """Number of clips of video ``vid``.
 
         Raises:
-            KeyError: if the video is not stored.
+            KeyError: if the video is not in the store.
         """
-        return int(self._entry(vid)["clips"])
+        return len(self.triples(vid))
 
     def read(self, vid: int, clips: list[int] | np.ndarray | None = None) -> np.ndarray:
         """SG3I images of video ``vid``.
@@ -180,7 +203,24 @@ class SG3IStore(VideoStore):
             ``(len(clips) or C, H, W, 3) uint8``.
 
         Raises:
-            KeyError: if the video is not stored.
+            KeyError: if the video is not in the store.
             IndexError: if a clip number is outside ``0..C-1``.
         """
-        return self._read_rows(vid, clips, "clip")
+        triples = self.triples(vid)
+        numbers = range(len(triples)) if clips is None else [int(c) for c in np.asarray(clips).reshape(-1)]
+        bad = [c for c in numbers if not 0 <= c < len(triples)]
+        if bad:
+            raise IndexError(f"clip indices of video {vid} must be in 0..{len(triples) - 1}; got {bad}")
+        if not numbers:
+            return np.empty((0, self.frames.height, self.frames.width, 3), np.uint8)
+        return np.stack([sg3i_image(self.frames, vid, triples[c]) for c in numbers])
+
+    def close(self) -> None:
+        """Close this process's frame files (they reopen on the next read)."""
+        self.frames.close()
+
+    def __enter__(self) -> SG3IStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

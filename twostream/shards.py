@@ -1,18 +1,23 @@
-"""Stage ``shards``: every clip of every video as one training sample per modality.
+"""Stage ``shards``: every clip of every video as one training sample per modality, by reference.
 
 On disk (``data/shards/``):
 
 - ``{rgb,sg3i,flow}/{train,val,test}-NNNNN.h5``: ``shards.clips_per_shard`` samples per
-  file, in (video, clip) order. Datasets: ``x`` (``LAYOUTS``), ``label``, ``video``
-  (index position) and ``clip`` (clip number in its video), each ``(N,) int64``.
-  Attributes: ``classes`` (JSON list, label order), ``modality``, ``layout``, ``params``
-  (JSON of the producing params). ``x`` has one sample per chunk, so a random read
-  touches one chunk; compression per modality as ``COMPRESSION`` says.
+  file, in (video, clip) order. Datasets ``ref`` (``REF_LAYOUTS``: where the sample is in
+  its store, ``samples.clip_refs``), ``label``, ``video`` (index position) and ``clip``
+  (clip number in its video), ``(N,) int64`` each. Attributes: ``classes`` (JSON list,
+  label order), ``modality``, ``layout`` (of the sample, ``LAYOUTS``), ``ref_layout``,
+  ``params`` (JSON of the producing params), ``store`` (the store the refs point into,
+  relative to the file's folder: the frames store for rgb and sg3i, the flow store for
+  flow), ``sample_shape`` (JSON ``[H, W, C]``) and ``stamps`` (JSON: per video the part
+  stamp of the store, so that the shards' bytes, and DVC's hash of them, change when a
+  referenced part does, and only then). ``samples.SampleReader`` turns a ref into the
+  sample. ``ShardWriter`` still writes self-contained shards (dataset ``x`` of samples),
+  which ``dataset.ShardDataset`` reads as well (tests and benchmarks make their own).
 - ``{rgb,sg3i,flow}/expected.json``: per role, every video the index names (``[id,
   label]``) and the ones without samples, each with the reason an earlier stage gave
   (``expected_videos``), so that evaluation counts a missing video as wrong.
-- ``summary.json``: samples and videos per modality and role, missing videos, bytes per
-  sample, bytes on disk.
+- ``summary.json``: samples and videos per modality and role, missing videos, bytes on disk.
 
 A video is sharded in every modality or in none: one that a store lacks is dropped from
 all and listed as missing, never an error (params that disagree with a store still are).
@@ -31,18 +36,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from twostream.clips import clip_starts, flow_pairs, middle_frame
 from twostream.config import ClipConfig, ShardsConfig, to_dict
-from twostream.flow import FlowStore, dequantize
-from twostream.flowviz import flow_to_hsv
-from twostream.frames import LIBVER, FrameStore
+from twostream.flow import FlowStore
+from twostream.expected import (  # noqa: F401 - read_expected, EXPECTED_NAME: re-exports
+    EXPECTED_NAME, expected_videos, read_expected, stage_reasons,
+)
+from twostream.previews import write_previews
+from twostream.frames import FrameStore
+from twostream.h5store import LIBVER
 from twostream.hmdb51 import read_index, write_json
 from twostream.resample import read_resample
+from twostream.samples import (  # noqa: F401 - pairs_to_channels, channels_to_pairs: re-exports
+    STORE_OF, SampleReader, channels_to_pairs, clip_refs, pairs_to_channels,
+)
 from twostream.sg3i import SG3IStore
 
 log = logging.getLogger(__name__)
@@ -51,24 +61,20 @@ MODALITIES = ("rgb", "sg3i", "flow")
 ROLES = ("train", "val", "test")
 SHARD_NAME = "{role}-{number:05d}.h5"
 SUMMARY_NAME = "summary.json"
-EXPECTED_NAME = "expected.json"  # per modality folder: the index's videos per role, and the missing ones
 LAYOUTS = {
     "rgb": "(N, H, W, 3) uint8 RGB: the clip's middle frame",
     "sg3i": "(N, H, W, 3) uint8: grayscale first, middle, last frame of the clip as channels 0, 1, 2",
     "flow": "(N, H, W, 2L) uint8 quantised flow: x0, y0, x1, y1, ... in time order; 128 = no motion",
 }
-# HDF5 filter per modality, measured on the demo's 3,240 clips (64x64; chunk = 1 sample;
-# 3,000 random single-sample reads, one process): flow is mostly near 128 and gzip
-# stores it in 10% of its size (gzip-1: 13%, lzf: 23%) at 17k reads/s instead of 52k
-# raw, still far above what training consumes; on the noisy RGB and SG3I images gzip-1
-# keeps 79% and 69% of the bytes but makes reads 5x slower (7k/s vs 36-42k/s), so they
-# stay raw.
+# HDF5 filter per modality of self-contained shards (``ShardWriter``), measured on the demo's
+# 3,240 clips (64x64; chunk = 1 sample; 3,000 random single-sample reads, one process): flow
+# is mostly near 128 and gzip stores it in 10% of its size at 17k reads/s instead of 52k raw;
+# on the noisy RGB and SG3I images gzip-1 keeps 79% and 69% of the bytes but makes reads 5x
+# slower, so they stay raw.
 COMPRESSION: dict[str, dict[str, Any]] = {
     "rgb": {}, "sg3i": {}, "flow": {"compression": "gzip", "compression_opts": 4},
 }
 PREVIEW_CLASSES = 6  # previews: the first classes in label order, one clip each
-PREVIEW_SCALE = 3  # nearest-neighbour upscaling of the preview panels
-PREVIEW_LABEL_PX = 16
 
 
 class ShardsError(RuntimeError):
@@ -83,21 +89,6 @@ class ClipVideo:
     label: int
     kept: np.ndarray  # (K,) int64 native indices of its resampled frames
     starts: list[int]
-
-
-def pairs_to_channels(flow: np.ndarray) -> np.ndarray:
-    """Interleave a flow stack as channels: ``(..., L, H, W, 2)`` -> ``(..., H, W, 2L)``.
-
-    Channel ``2l`` is field ``l``'s x, channel ``2l + 1`` its y (x0, y0, x1, y1, ...).
-    """
-    moved = np.moveaxis(flow, -4, -2)  # (..., H, W, L, 2)
-    return np.ascontiguousarray(moved).reshape(*moved.shape[:-2], -1)
-
-
-def channels_to_pairs(x: np.ndarray) -> np.ndarray:
-    """Inverse of ``pairs_to_channels``: ``(..., H, W, 2L)`` -> ``(..., L, H, W, 2)``."""
-    split = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)  # (..., H, W, L, 2)
-    return np.ascontiguousarray(np.moveaxis(split, -2, -4))
 
 
 def class_names(index: list[dict[str, Any]]) -> list[str]:
@@ -157,60 +148,6 @@ def unusable(plan: dict[str, list[ClipVideo]], sg3i: SG3IStore, flow: FlowStore)
             reasons[video.vid] = (f"the SG3I store holds {sg3i.n_clips(video.vid)} clips, the clip params "
                                   f"give {len(video.starts)}")
     return reasons
-
-
-def stage_reasons(report_paths: list[str | os.PathLike]) -> dict[int, str]:
-    """Why earlier stages dropped videos: id -> ``"<report>: <reason>"`` from the ``failed`` and
-    ``skipped`` lists of stage reports (frames, flow) and the ``too_short`` list of resample.json
-    (the first report that names a video wins)."""
-    reasons: dict[int, str] = {}
-    for path in report_paths:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        for key in ("failed", "skipped", "too_short"):
-            for entry in doc.get(key, []):
-                reason = entry.get("reason") or f"too short: {entry.get('n_kept')} resampled frames"
-                reasons.setdefault(int(entry["id"]), f"{Path(path).name}: {reason}")
-    return reasons
-
-
-def expected_videos(index: list[dict[str, Any]], plan: dict[str, list[ClipVideo]],
-                    reasons: dict[int, str]) -> dict[str, Any]:
-    """Per role, every video the index names and those of them that have no samples.
-
-    Returns:
-        ``{"expected": {role: [[id, label], ...]}, "missing": {role: [{"id", "path", "class",
-        "label", "reason"}]}}``, ids ascending; a missing video's reason comes from
-        ``reasons``, else ``"not in the frames store"``.
-    """
-    present = {v.vid for videos in plan.values() for v in videos}
-    doc: dict[str, Any] = {"expected": {role: [] for role in ROLES}, "missing": {role: [] for role in ROLES}}
-    for vid, record in enumerate(index):
-        if record["role"] not in ROLES:
-            continue
-        doc["expected"][record["role"]].append([vid, int(record["label"])])
-        if vid not in present:
-            doc["missing"][record["role"]].append({
-                "id": vid, "path": record["path"], "class": record["class"], "label": int(record["label"]),
-                "reason": reasons.get(vid, "not in the frames store")})
-    return doc
-
-
-def read_expected(shard_dir: str | os.PathLike, modality: str, role: str
-                  ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]] | None:
-    """The videos the index names for ``role``, from ``<shard_dir>/<modality>/expected.json``.
-
-    Returns:
-        ``(ids (V,) int64, labels (V,) int64, missing records)``, or None if the folder
-        has no such file (shards written by other code than the shards stage).
-    """
-    path = Path(shard_dir) / modality / EXPECTED_NAME
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
-    pairs = np.asarray(doc["expected"][role], dtype=np.int64).reshape(-1, 2)
-    return pairs[:, 0], pairs[:, 1], doc["missing"][role]
 
 
 def video_samples(video: ClipVideo, frames: FrameStore, sg3i: SG3IStore, flow: FlowStore,
@@ -312,22 +249,65 @@ class ShardWriter:
             self._file = None
 
 
-def _write_role(out_dir: Path, role: str, videos: list[ClipVideo], stores: tuple, classes: list[str],
-                params: dict[str, Any], clip: ClipConfig, stack: int, per_shard: int) -> dict[str, int]:
+REF_LAYOUTS = {"rgb": "(N, 1) int64: native frame", "sg3i": "(N, 3) int64: native frames",
+               "flow": "(N, L) int64: first resampled frame k of each pair (k, k + 1)"}
+
+
+def write_refs(out_dir: Path, role: str, modality: str, rows: dict[str, np.ndarray], per_shard: int,
+               attrs: dict[str, Any]) -> list[Path]:
+    """Write one modality and role's samples as references: ``<role>-NNNNN.h5`` of ``per_shard`` each.
+
+    Args:
+        out_dir: the modality's folder.
+        rows: ``label``, ``video``, ``clip`` ``(N,) int64`` and ``ref`` ``(N, R) int64``.
+        attrs: file attributes (classes, modality, layout, params, store, stamps, sample_shape).
+
+    Returns:
+        The files written (none for a role without samples).
+    """
+    files = []
+    for number, start in enumerate(range(0, len(rows["label"]), per_shard)):
+        files.append(out_dir / SHARD_NAME.format(role=role, number=number))
+        with h5py.File(files[-1], "w", libver=LIBVER) as f:
+            for name in ("ref", "label", "video", "clip"):
+                f.create_dataset(name, data=rows[name][start:start + per_shard], track_times=False)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+    return files
+
+
+def _role_rows(videos: list[ClipVideo], sg3i: SG3IStore, clip: ClipConfig, stack: int) -> dict[str, dict]:
+    """Per modality the rows of one role: label, video, clip number and reference of every clip."""
+    rows: dict[str, dict[str, list]] = {m: {"label": [], "video": [], "clip": [], "ref": []} for m in MODALITIES}
+    for video in videos:
+        refs = clip_refs(video.kept, video.starts, sg3i.triples(video.vid), clip.frames, stack)
+        n = len(video.starts)
+        for modality in MODALITIES:
+            rows[modality]["label"].append(np.full(n, video.label, np.int64))
+            rows[modality]["video"].append(np.full(n, video.vid, np.int64))
+            rows[modality]["clip"].append(np.arange(n, dtype=np.int64))
+            rows[modality]["ref"].append(refs[modality])
+    width = {"rgb": 1, "sg3i": 3, "flow": stack}
+    return {m: {k: (np.concatenate(v) if v else np.empty((0, width[m]) if k == "ref" else 0, np.int64))
+                for k, v in cols.items()} for m, cols in rows.items()}
+
+
+def _write_role(out_dir: Path, role: str, videos: list[ClipVideo], readers: dict[str, SampleReader],
+                sg3i: SG3IStore, classes: list[str], params: dict[str, Any], clip: ClipConfig, stack: int,
+                per_shard: int) -> dict[str, int]:
     """Write every modality of one role; returns samples per modality."""
-    total = sum(len(v.starts) for v in videos)
-    writers = {m: ShardWriter(out_dir / m, role, m, total, per_shard, classes, params) for m in MODALITIES}
-    try:
-        for video in tqdm(videos, desc=f"shards {role}", unit="video"):
-            samples = video_samples(video, *stores, clip, stack)
-            n = len(video.starts)
-            label, vid, number = np.full(n, video.label), np.full(n, video.vid), np.arange(n)
-            for modality, writer in writers.items():
-                writer.add(samples[modality], label, vid, number)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return {m: w.n for m, w in writers.items()}
+    written = {}
+    for modality, rows in _role_rows(videos, sg3i, clip, stack).items():
+        reader = readers[modality]
+        shape = [reader.store.height, reader.store.width, 3 if modality != "flow" else 2 * stack]
+        attrs = {"classes": json.dumps(classes), "modality": modality, "layout": LAYOUTS[modality],
+                 "ref_layout": REF_LAYOUTS[modality], "params": json.dumps(params, sort_keys=True),
+                 "store": Path(os.path.relpath(reader.root, out_dir / modality)).as_posix(),
+                 "sample_shape": json.dumps(shape),
+                 "stamps": json.dumps(reader.stamps([v.vid for v in videos]), sort_keys=True)}
+        write_refs(out_dir / modality, role, modality, rows, per_shard, attrs)
+        written[modality] = len(rows["label"])
+    return written
 
 
 def _clear(out_dir: Path) -> None:
@@ -352,7 +332,7 @@ def summarize(out_dir: Path, samples: dict[str, dict[str, int]], videos: dict[st
         "missing": expected["missing"],
         "bytes": on_disk, "total_bytes": sum(on_disk.values()),
         "bytes_per_sample": {m: round(on_disk[m] / n[m], 1) if n[m] else None for m in MODALITIES},
-        "compression": {m: " ".join(str(v) for v in COMPRESSION[m].values()) or "none" for m in MODALITIES},
+        "stores": {m: STORE_OF[m] for m in MODALITIES},  # samples are references into these
     }
 
 
@@ -396,8 +376,10 @@ def build_shards(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         _clear(out_dir)
         for modality in MODALITIES:
             write_json(out_dir / modality / EXPECTED_NAME, expected)
-        written = {role: _write_role(out_dir, role, plan[role], (frames, sg3i, flow), classes, params,
-                                     clip, stack, cfg.clips_per_shard) for role in ROLES}
+        readers = {"rgb": SampleReader("rgb", frames_dir), "sg3i": SampleReader("sg3i", frames_dir),
+                   "flow": SampleReader("flow", flow_dir)}
+        written = {role: _write_role(out_dir, role, plan[role], readers, sg3i, classes, params, clip, stack,
+                                     cfg.clips_per_shard) for role in ROLES}
         previews = {}
         for video, number in pick_previews(plan, PREVIEW_CLASSES):
             clips = video_samples(video, frames, sg3i, flow, clip, stack)
@@ -417,58 +399,3 @@ def pick_previews(plan: dict[str, list[ClipVideo]], n: int) -> list[tuple[ClipVi
     for video in sorted((v for videos in plan.values() for v in videos), key=lambda v: v.vid):
         first.setdefault(video.label, video)
     return [(first[label], len(first[label].starts) // 2) for label in sorted(first)[:n]]
-
-
-def _labelled(panel: np.ndarray, text: str) -> np.ndarray:
-    """``(h, w, 3)`` RGB panel -> ``(h + PREVIEW_LABEL_PX, w, 3)`` with ``text`` under it."""
-    h, w = panel.shape[:2]
-    out = np.full((h + PREVIEW_LABEL_PX, w, 3), 255, np.uint8)
-    out[:h] = panel
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-    scale *= min(1.0, (w - 4) / tw)
-    (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-    cv2.putText(out, text, ((w - tw) // 2, h + (PREVIEW_LABEL_PX + th) // 2), font, scale, (0, 0, 0), 1,
-                cv2.LINE_AA)
-    return out
-
-
-def preview_image(title: str, rgb: np.ndarray, sg3i: np.ndarray, flow: np.ndarray, bound: float) -> np.ndarray:
-    """One clip side by side: RGB frame, SG3I image (time as R, G, B), first flow field (colour wheel).
-
-    Args:
-        title: text above the panels.
-        rgb: ``(H, W, 3) uint8``; sg3i: ``(H, W, 3) uint8``; flow: ``(H, W, 2L) uint8`` quantised.
-        bound: ``flow.bound`` to dequantise with.
-
-    Returns:
-        ``(H', W', 3) uint8`` RGB, panels scaled ``PREVIEW_SCALE``x (nearest).
-    """
-    field = dequantize(channels_to_pairs(flow)[0], bound)  # (H, W, 2) float32 pixels
-    panels = [(rgb, "RGB middle frame"), (sg3i, "SG3I: t0 t1 t2 = R G B"), (flow_to_hsv(field), "flow 1 (HSV)")]
-    h, w = rgb.shape[:2]
-    big = [_labelled(cv2.resize(p, (w * PREVIEW_SCALE, h * PREVIEW_SCALE), interpolation=cv2.INTER_NEAREST), t)
-           for p, t in panels]
-    gap = np.full((big[0].shape[0], 4, 3), 255, np.uint8)
-    row = np.concatenate([big[0], gap, big[1], gap, big[2]], axis=1)
-    title_strip = _labelled(np.zeros((0, row.shape[1], 3), np.uint8), title)  # a label under nothing
-    return np.concatenate([title_strip, row], axis=0)
-
-
-def write_previews(previews_dir: str | os.PathLike, previews: dict[str, dict[str, Any]],
-                   bound: float) -> list[Path]:
-    """Write ``<class>.png`` per entry of ``{class: {"title": str, "rgb", "sg3i", "flow": sample}}``.
-
-    Earlier PNGs in ``previews_dir`` are removed first.
-    """
-    previews_dir = Path(previews_dir)
-    previews_dir.mkdir(parents=True, exist_ok=True)
-    for old in previews_dir.glob("*.png"):
-        old.unlink()
-    paths = []
-    for name, s in previews.items():
-        image = preview_image(s["title"], s["rgb"], s["sg3i"], s["flow"], bound)
-        paths.append(previews_dir / f"{name}.png")
-        if not cv2.imwrite(str(paths[-1]), np.ascontiguousarray(image[..., ::-1])):  # RGB -> BGR
-            raise OSError(f"cv2 could not write the preview {paths[-1]}")
-    return paths

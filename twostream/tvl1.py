@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twostream.flow import TVL1_KEYWORDS
+from twostream.opticalflow import TVL1_KEYWORDS
 
 log = logging.getLogger(__name__)
 

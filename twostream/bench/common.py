@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: the videos they decode and the ``frames`` params they use."""
+"""Helpers the benchmarks share: the videos they decode and the ``frames`` / ``resample`` params they use."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from twostream.config import FramesConfig, load_params, section
+from twostream.config import FramesConfig, ResampleConfig, load_params, section
 from twostream.frames import DECODE_ROLES
 from twostream.hmdb51 import VIDEO_SUFFIXES, read_index, write_json
 from twostream.video import write_video
@@ -65,5 +65,12 @@ def frames_config(params_path: str) -> FramesConfig:
     if Path(params_path).is_file():
         cfg = section(load_params(params_path), "frames", FramesConfig)
     else:
-        cfg = FramesConfig(width=64, height=64, workers=0, max_failures=1.0, videos_per_shard=500)
+        cfg = FramesConfig(width=64, height=64, workers=0, max_failures=1.0, codec="jpeg", quality=95)
     return dataclasses.replace(cfg, workers=0, max_failures=1.0)
+
+
+def resample_fps(params_path: str) -> float:
+    """``resample.fps`` of the params file (which native frames the frames stage stores); 6 without one."""
+    if Path(params_path).is_file():
+        return section(load_params(params_path), "resample", ResampleConfig).fps
+    return 6.0

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from twostream.bench.common import frames_config
+from twostream.bench.common import frames_config, resample_fps
 from twostream.clips import needed_pairs
 from twostream.config import ClipConfig, DemoConfig, FlowConfig, ResampleConfig, load_params, section
 from twostream.demo import render_dataset
@@ -37,7 +37,8 @@ def flow_params(params_path: str) -> tuple[FlowConfig, ClipConfig, DemoConfig]:
         params = load_params(params_path)
         return (section(params, "flow", FlowConfig), section(params, "clip", ClipConfig),
                 section(params, "demo_data", DemoConfig))
-    return (FlowConfig(**opencv_tvl1_defaults(), backend="opencv", bound=20.0, stack=2, workers=0, threads=1),
+    return (FlowConfig(**opencv_tvl1_defaults(), backend="opencv", bound=20.0, stack=2, workers=0, threads=1,
+                       max_failures=1.0, codec="jpeg", quality=95),
             ClipConfig(frames=3, step=6),
             DemoConfig(classes=8, videos_per_class=1, seconds=3.0, width=128, height=96, fps=30,
                        train_fraction=0.6, test_fraction=0.3, workers=0))
@@ -71,8 +72,9 @@ def flow_inputs(args: argparse.Namespace, tmp: Path, clip: ClipConfig, stack: in
         index_path, frames_dir, resample_path = tmp / "index.json", tmp / "frames", tmp / "resample.json"
         write_json(index_path, [{"path": str(p), "class": p.parent.name, "label": 0, "role": "train"}
                                 for p in paths])
-        extract_frames(index_path, frames_dir, tmp / "frames.json", frames_config(args.params))
-        resample_videos(index_path, frames_dir, resample_path, tmp / "sheet.png", ResampleConfig(fps=6),
+        fps = resample_fps(args.params)
+        extract_frames(index_path, frames_dir, tmp / "frames.json", frames_config(args.params), fps)
+        resample_videos(index_path, frames_dir, resample_path, tmp / "sheet.png", ResampleConfig(fps=fps),
                         clip.frames)
         source = f"rendered demo videos ({demo.width}x{demo.height}, {demo.seconds:g} s at {demo.fps} fps)"
     chosen, n = {}, 0

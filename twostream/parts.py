@@ -1,0 +1,120 @@
+"""Per-video part files: what the long per-video stages (``frames``, ``flow``) share.
+
+Such a stage stores each video in its own HDF5 file, ``<out>/parts/<key>.h5``, named by
+the video's stable id (``"<class>/<file name>"``, ``hmdb51.video_key``), never by its
+position in the index, and stamped with a *part key*: a hash of everything the part is
+made from (the video's bytes or the part it was computed from, the params that decide
+the result, and the source of the code that computes it). The stage's output folder is a
+DVC ``persist`` output, so a part survives a killed or repeated run: a run reuses every
+part whose stamp matches, computes only the others, then removes the parts no video of
+the index needs. A part is written under a temporary name and renamed when complete, so a
+kill leaves either a whole part or none, and a file is never rewritten in place (with
+DVC's hardlink or symlink cache the workspace file may be the cache's own inode).
+
+The unit of work, one video to one part, is a pure function of its inputs: the same
+inputs give the same bytes, whichever process or machine runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+
+from twostream.h5store import LIBVER
+
+PARTS_DIR = "parts"
+SUFFIX = ".h5"
+TEMP_MARK = ".partial-"  # in the names of parts being written
+KEY_ATTR = "part_key"
+_BLOCK = 1 << 20
+
+
+def part_path(out_dir: str | os.PathLike, key: str) -> Path:
+    """``<out_dir>/parts/<key>.h5`` for the video of stable id ``key``.
+
+    Raises:
+        ValueError: if ``key`` is empty, absolute or climbs out of the folder.
+    """
+    parts = Path(key).parts
+    if not parts or Path(key).is_absolute() or ".." in parts:
+        raise ValueError(f"a video key must be a relative path inside the dataset; got {key!r}")
+    return Path(out_dir) / PARTS_DIR / f"{key}{SUFFIX}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_hash(*sources: Any) -> str:
+    """Hex SHA-256 over the source files of ``sources`` (modules or paths): a part made by other
+    code is not reused."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(Path(getattr(source, "__file__", source)).read_bytes())
+    return digest.hexdigest()
+
+
+def content_key(fields: dict[str, Any]) -> str:
+    """Hex SHA-256 of ``fields`` as canonical JSON (sorted keys): the stamp of a part."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stamp_of(path: str | os.PathLike) -> str | None:
+    """The part key a finished part file carries, or None (no file, not HDF5, or no stamp)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get(KEY_ATTR)
+    except OSError:
+        return None
+    return None if value is None else str(value)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, key: str) -> Iterator[h5py.File]:
+    """An HDF5 file to fill with one part; it appears at ``path``, stamped ``key``, only if the
+    block ends without an exception (written under a temporary name, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        with h5py.File(temp, "w", libver=LIBVER) as f:
+            yield f
+            f.attrs[KEY_ATTR] = key  # last: a stamped file is a complete one
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def remove_stale(out_dir: str | os.PathLike, keep: set[Path]) -> int:
+    """Delete every file under ``<out_dir>/parts`` that is not in ``keep`` (parts of videos no
+    longer wanted, parts of failed videos, temporary files of a killed run), and empty folders.
+
+    Returns:
+        The number of files removed.
+    """
+    root = Path(out_dir) / PARTS_DIR
+    if not root.is_dir():
+        return 0
+    keep = {Path(p) for p in keep}
+    removed = 0
+    for path in sorted(root.rglob("*"), reverse=True):  # children before their folders
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path not in keep:
+            path.unlink()
+            removed += 1
+    return removed
