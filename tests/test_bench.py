@@ -61,7 +61,7 @@ def test_loader_benchmark_per_core_at_a_size(capsys):
         assert figures["pass"] == (figures["samples_per_s"] >= result["per_core_goal"] == 400)
         assert figures["read_share"] == pytest.approx(
             figures["read_ms"] / (figures["read_ms"] + figures["transform_ms"]), abs=0.01)
-        assert figures["limit"] == ("hdf5 read" if figures["read_ms"] > figures["transform_ms"] else "transform")
+        assert figures["limit"] == ("read" if figures["read_ms"] > figures["transform_ms"] else "transform")
         assert figures["raw_bytes_per_sample"] == 64 * 96 * channels[key]
     assert result["per_core_pass"] == all(f["pass"] for f in per_core.values())
     assert result["ratio"] == pytest.approx(min(rates.values()) / 400, abs=0.01)

@@ -237,6 +237,26 @@ def settled(folder: Path) -> list[str]:
     raise AssertionError(f"parts still being written in {folder}: {seen}")
 
 
+def test_a_video_added_to_the_index_is_the_only_one_decoded(dataset, tmp_path):
+    index_path, good = dataset
+    extract_frames(index_path, tmp_path / "f", tmp_path / "r.json", config(workers=1), 6.0)
+    before = digest(tmp_path / "f")
+    new = Path(index_path).parent / "videos" / "new.mkv"
+    write_video(new, noise(6, 12, 16, 7), 30, codec="ffv1")
+    index = json.loads(index_path.read_text())
+    # first in the index: every other video moves one position, and keeps its part
+    index_path.write_text(json.dumps([{"path": str(new), "class": "c0", "label": 0, "role": "train"}, *index]))
+    computed = []
+    report = extract_frames(index_path, tmp_path / "f", tmp_path / "r.json", config(workers=1), 6.0,
+                            on_stored=computed.append)
+    assert [r.vid for r in computed if r.reason is None] == [0] and report["reused"] == 3
+    after = digest(tmp_path / "f")
+    assert {k: v for k, v in after.items() if k != "meta.json" and "new.mkv" not in k} == \
+        {k: v for k, v in before.items() if k != "meta.json"}  # the old parts, byte for byte
+    with FrameStore(tmp_path / "f") as store:
+        np.testing.assert_array_equal(store.read(3 + 1), good[3][store.stored_indices(4)])
+
+
 def _killed_run(index_path: Path, out: Path, after: int, workers: int) -> None:
     """Run the stage and SIGKILL this process once ``after`` videos were stored (a hard stop)."""
     done = []
@@ -285,7 +305,7 @@ _FORKED: FrameStore | None = None  # a store inherited through fork, as DataLoad
 
 def _read_forked() -> tuple[bytes, bool]:
     frames = _FORKED.read(3).tobytes()
-    return frames, _FORKED._pid == os.getpid()  # reopened its own handles in this process
+    return frames, _FORKED._items._pid == os.getpid()  # opened its own files in this process
 
 
 def test_store_in_forked_and_spawned_workers(dataset, tmp_path):
@@ -293,8 +313,8 @@ def test_store_in_forked_and_spawned_workers(dataset, tmp_path):
     index_path, good = dataset
     extract_frames(index_path, tmp_path / "frames", tmp_path / "report.json", config(), 0)
     store = FrameStore(tmp_path / "frames")
-    store.read(3)  # the parent now holds an open handle on the part
-    assert pickle.loads(pickle.dumps(store))._files == {}
+    store.read(3)  # the parent now holds an open file of the part
+    assert pickle.loads(pickle.dumps(store))._items._fds == {} and store._items._fds
     _FORKED = store
     try:
         with multiprocessing.get_context("fork").Pool(2) as pool:
@@ -311,9 +331,10 @@ def test_store_in_forked_and_spawned_workers(dataset, tmp_path):
 def test_store_keeps_a_bounded_number_of_files_open(dataset, tmp_path, monkeypatch):
     index_path, good = dataset
     extract_frames(index_path, tmp_path / "frames", tmp_path / "report.json", config(), 0)
-    monkeypatch.setattr("twostream.h5store.MAX_OPEN_FILES", 2)
+    monkeypatch.setattr("twostream.parts.MAX_OPEN_FILES", 2)
     with FrameStore(tmp_path / "frames") as store:
         for vid in (0, 3, 6, 0, 3):
             np.testing.assert_array_equal(store.read(vid, [1]), good[vid][[1]])
-            assert len(store._files) <= 2
-        assert list(store._files) == ["parts/videos/good 0.mkv.h5", "parts/videos/good 3.mkv.h5"]
+            assert len(store._items._fds) <= 2
+        assert list(store._items._fds) == ["parts/videos/good 0.mkv.h5", "parts/videos/good 3.mkv.h5"]
+    assert store._items._fds == {}  # closed with the store

@@ -359,7 +359,7 @@ class FlowStore(VideoStore):
         self.width: int = self.meta["width"]
         self.height: int = self.meta["height"]
         self._rows = {vid: {k: row for row, k in enumerate(v["pairs"])} for vid, v in self._videos.items()}
-        self._offsets: dict[int, np.ndarray] = {}  # per video: where each encoded field starts and ends
+        self._items = parts.EncodedItems(self.root)  # the encoded fields, read without HDF5 calls
 
     def pairs(self, vid: int) -> list[int]:
         """First resampled frames ``k`` of the stored pairs ``(k, k + 1)`` of ``vid``, increasing.
@@ -387,13 +387,14 @@ class FlowStore(VideoStore):
         missing = [int(k) for k in pairs if int(k) not in rows_of]
         if missing:
             raise KeyError(f"video {vid} has no stored flow pair(s) {missing}; stored pairs: {stored}")
-        ds = self._dataset(vid)
-        if vid not in self._offsets:
-            self._offsets[vid] = ds.parent["offsets"][()]
-        offsets = self._offsets[vid]
+        part = self._entry(vid)["shard"]
         out = np.empty((len(pairs), self.height, self.width, 2), np.uint8)
         for n, k in enumerate(pairs):
             for c in (0, 1):  # field 2 * row + c: x, then y
-                at = 2 * rows_of[int(k)] + c
-                out[n, ..., c] = decode_image(ds[offsets[at]:offsets[at + 1]], gray=True)
+                out[n, ..., c] = decode_image(self._items.read(part, 2 * rows_of[int(k)] + c), gray=True)
         return out
+
+    def close(self) -> None:
+        """Close this process's files (they reopen on the next read)."""
+        super().close()
+        self._items.close()

@@ -80,15 +80,18 @@ def encode_frame(rgb: np.ndarray, codec: str, quality: int) -> bytes:
     return encode_image(rgb, codec, quality)
 
 
-def decode_frame(data: np.ndarray) -> np.ndarray:
-    """``(H, W, 3) uint8`` RGB frame from the bytes ``encode_frame`` made (``(n,) uint8``)."""
-    return decode_image(data)
+def decode_frame(data: np.ndarray, gray: bool = False) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB frame from the bytes ``encode_frame`` made (``(n,) uint8``), or with
+    ``gray`` its ``(H, W) uint8`` grayscale as the decoder gives it (a JPEG's own luma: about twice
+    as fast as decoding colour, and what SG3I images are made of)."""
+    return decode_image(data, gray)
 
 
-def codec_roundtrip(frames: np.ndarray, codec: str, quality: int) -> np.ndarray:
-    """``(T, H, W, 3) uint8`` frames as the store gives them back: encoded and decoded once
-    (``predict`` passes a new video's frames through it, so the network sees what it trained on)."""
-    return np.stack([decode_frame(np.frombuffer(encode_frame(f, codec, quality), np.uint8)) for f in frames])
+def codec_roundtrip(frames: np.ndarray, codec: str, quality: int, gray: bool = False) -> np.ndarray:
+    """``(T, H, W, 3) uint8`` frames as the store gives them back (``FrameStore.read``; with ``gray``,
+    ``(T, H, W)`` as ``FrameStore.read_gray`` does): encoded and decoded once. ``predict`` passes a
+    new video's frames through it, so the network sees what it trained on."""
+    return np.stack([decode_frame(np.frombuffer(encode_frame(f, codec, quality), np.uint8), gray) for f in frames])
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,7 @@ class FrameStore(VideoStore):
         self.height: int = self.params["height"]
         self.resample_fps: float = float(self.meta["resample_fps"])
         self._rows: dict[int, dict[int, int]] = {}  # per video: native frame number -> stored row
-        self._offsets: dict[int, np.ndarray] = {}
+        self._items = parts.EncodedItems(self.root)
 
     def info(self, vid: int) -> FrameInfo:
         """``FrameInfo(fps, n_frames)`` of video ``vid`` (no HDF5 access).
@@ -321,16 +324,22 @@ class FrameStore(VideoStore):
         info = self.info(vid)
         return resample_indices(info.n_frames, info.fps, self.resample_fps)
 
-    def read(self, vid: int, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
+    def read_gray(self, vid: int, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """``(len(indices) or S, H, W) uint8`` grayscale frames of video ``vid`` as the decoder gives
+        them (``decode_frame(..., gray=True)``); arguments and errors as ``read``'s."""
+        return self.read(vid, indices, gray=True)
+
+    def read(self, vid: int, indices: np.ndarray | list[int] | None = None, gray: bool = False) -> np.ndarray:
         """Frames of video ``vid``, decoded.
 
         Args:
             vid: video id.
             indices: native frame numbers, any order, repeats allowed, each one the store
                 holds (``stored_indices``); None = every stored frame.
+            gray: decode to grayscale (``read_gray``).
 
         Returns:
-            ``(len(indices) or S, H, W, 3) uint8`` RGB frames.
+            ``(len(indices) or S, H, W, 3) uint8`` RGB frames (``(..., H, W)`` with ``gray``).
 
         Raises:
             KeyError: if the video is not stored.
@@ -347,11 +356,13 @@ class FrameStore(VideoStore):
                                  f"{len(rows_of)} native frames kept at {self.resample_fps:g} fps of "
                                  f"{self.info(vid).n_frames}")
             wanted = [rows_of[i] for i in wanted]
-        ds = self._dataset(vid)
-        if vid not in self._offsets:
-            self._offsets[vid] = ds.parent["offsets"][()]
-        offsets = self._offsets[vid]
-        out = np.empty((len(wanted), self.height, self.width, 3), np.uint8)
+        part = self._entry(vid)["shard"]
+        out = np.empty((len(wanted), self.height, self.width, *(() if gray else (3,))), np.uint8)
         for n, row in enumerate(wanted):
-            out[n] = decode_frame(ds[offsets[row]:offsets[row + 1]])
+            out[n] = decode_frame(self._items.read(part, row), gray)
         return out
+
+    def close(self) -> None:
+        """Close this process's files (they reopen on the next read)."""
+        super().close()
+        self._items.close()

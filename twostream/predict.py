@@ -52,14 +52,21 @@ class PredictError(Exception):
 class MemoryFrames:
     """``FrameStore``'s read interface over the frames of one decoded video (id ``VID``)."""
 
-    def __init__(self, frames: np.ndarray) -> None:
-        self.frames = frames  # (T, H, W, 3) uint8 RGB at the working size
+    def __init__(self, frames: np.ndarray, codec: str, quality: int) -> None:
+        self.source = frames  # (T, H, W, 3) uint8 RGB at the working size, as decoded
+        self.codec, self.quality = codec, quality  # frames.codec and frames.quality
         self.height, self.width = frames.shape[1:3]
 
-    def read(self, vid: int, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
-        """``(len(indices) or T, H, W, 3) uint8`` frames of video ``VID``."""
+    def read(self, vid: int, indices: np.ndarray | list[int], gray: bool = False) -> np.ndarray:
+        """``(len(indices), H, W, 3) uint8`` frames of video ``VID`` as the frames store would give them
+        (encoded and decoded once, ``frames.codec_roundtrip``); ``(len(indices), H, W)`` with ``gray``."""
         assert vid == VID
-        return self.frames if indices is None else self.frames[np.asarray(indices, dtype=np.int64)]
+        picked = self.source[np.asarray(indices, dtype=np.int64)]
+        return frames_roundtrip(picked, self.codec, self.quality, gray) if len(picked) else picked
+
+    def read_gray(self, vid: int, indices: np.ndarray | list[int]) -> np.ndarray:
+        """``(len(indices), H, W) uint8``: ``FrameStore.read_gray`` of the frames."""
+        return self.read(vid, indices, gray=True)
 
 
 class MemorySG3I:
@@ -117,9 +124,7 @@ def clip_samples(path: str | os.PathLike, fp: FeatureParams) -> dict[str, np.nda
     if not starts:
         raise PredictError(f"{path}: too short: {len(frames)} frames at {fps:g} fps keep {len(kept)} at "
                            f"resample.fps {fp.resample.fps:g}; a clip needs clip.frames = {fp.clip.frames}")
-    # the frames stage stores the kept frames encoded (frames.codec): the networks trained on them so
-    frames[kept] = frames_roundtrip(frames[kept], fp.frames.codec, fp.frames.quality)
-    store = MemoryFrames(frames)
+    store = MemoryFrames(frames, fp.frames.codec, fp.frames.quality)  # reads as the frames store does
     video = ClipVideo(VID, -1, kept, starts)
     return video_samples(video, store, MemorySG3I(store, kept, fp.clip), MemoryFlow(store, kept, fp.flow, fp.clip),
                          fp.clip, fp.flow.stack)

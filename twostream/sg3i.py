@@ -2,8 +2,9 @@
 
 An SG3I image is three grayscale frames of a clip (first, middle, last; see
 ``clips.sg3i_frames``) stacked as the 3 channels in time order, so an ImageNet-shaped
-network sees motion as colour fringes. Grayscale is ``cv2.COLOR_RGB2GRAY``, as in the
-flow stage.
+network sees motion as colour fringes. Grayscale is the frames store's grayscale decode
+(``FrameStore.read_gray``: a JPEG's own luma, about twice as fast as decoding colour and
+converting it; ``to_gray``, ``cv2.COLOR_RGB2GRAY`` as in the flow stage, for RGB arrays).
 
 The images are made where that is cheap: from the frames store, when a sample is read.
 Stored, they would cost more than every other store together (one raw ``(H, W, 3)``
@@ -91,11 +92,14 @@ def video_sg3i(store: FrameStore, kept: np.ndarray, vid: int, clip: ClipConfig) 
         clip: clip geometry.
     """
     starts = clip_starts(len(kept), clip.frames, clip.step)
-    used = sorted({k for s in starts for k in sg3i_frames(s, clip.frames)})
-    frames = np.zeros((len(kept), store.height, store.width, 3), np.uint8)  # unused ones stay 0
+    triples = [sg3i_frames(s, clip.frames) for s in starts]
+    used = sorted({k for t in triples for k in t})
+    gray = np.zeros((len(kept), store.height, store.width), np.uint8)  # unused ones stay 0
     if used:
-        frames[used] = store.read(vid, kept[used])
-    return sg3i_images(frames, clip)
+        gray[used] = store.read_gray(vid, kept[used])
+    if not triples:
+        return np.empty((0, store.height, store.width, 3), np.uint8)
+    return times_to_channels(gray[np.asarray(triples)])  # (C, 3, H, W) -> (C, H, W, 3)
 
 
 def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
@@ -138,8 +142,9 @@ def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
 
 
 def sg3i_image(frames: FrameStore, vid: int, triple: list[int] | np.ndarray) -> np.ndarray:
-    """``(H, W, 3) uint8`` SG3I image of the native frames ``triple`` (first, middle, last) of ``vid``."""
-    return times_to_channels(to_gray(frames.read(vid, triple)))
+    """``(H, W, 3) uint8`` SG3I image of the native frames ``triple`` (first, middle, last) of ``vid``:
+    their grayscale as the frames store decodes it (``FrameStore.read_gray``) stacked as channels."""
+    return times_to_channels(frames.read_gray(vid, triple))
 
 
 class SG3IStore:

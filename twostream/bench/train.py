@@ -4,8 +4,9 @@
   one process on one torch thread, as one DataLoader worker runs it, per modality (flow
   keyed ``flow_L<L>``), against ``PER_CORE_GOAL``: per CPU second of the process (user +
   sys, so other load on a shared machine does not count; wall-clock figures alongside),
-  with the time split HDF5 read vs transform (and, for gzip flow, the inflate share of the
-  read and what raw, lzf or gzip-1 storage would cost) measured in the same run.
+  with the time split read (from the shard, or for reference shards from the store: JPEG
+  decodes) vs transform (and, for gzip flow shards, the inflate share of the read and what
+  raw, lzf or gzip-1 storage would cost) measured in the same run.
   ``--size WxH`` writes synthetic self-contained shards at that size (flow once per
   ``--stack``; crops of 224 by default); without it, shards come from ``--shards``
   (``data/shards``: the stage's reference shards, read from the JPEG frames and flow
@@ -257,7 +258,7 @@ def per_core_rate(dataset: Any, reads: int, repeats: int, seed: int) -> dict[str
             "wall_samples_per_s": round(statistics.median(wall_rates), 1),
             "runs": [round(r, 1) for r in cpu_rates], "read_ms": round(read, 4),
             "transform_ms": round(transform, 4), "read_share": round(read / (read + transform), 3),
-            "limit": "hdf5 read" if read > transform else "transform", **storage}
+            "limit": "read" if read > transform else "transform", **storage}
 
 
 def compare_train(dataset: Any, batch: int, seconds: float) -> dict[str, Any]:
