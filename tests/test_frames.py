@@ -211,6 +211,7 @@ def test_byte_identical_runs_reuse_and_cleanup(dataset, tmp_path):
     # a video dropped from the index loses its part; a killed writer's temporary file goes too
     index = json.loads(index_path.read_text())
     (tmp_path / "a/parts/videos/good 3.mkv.h5.partial-999").write_bytes(b"half")
+    (tmp_path / "a/frames-00000.h5").write_bytes(b"a shard of an earlier store layout")
     index_path.write_text(json.dumps([r for r in index if "good 3" not in r["path"]]))
     extract_frames(index_path, tmp_path / "a", tmp_path / "ra.json", config(codec="jpeg"), 6.0)
     assert sorted(digest(tmp_path / "a")) == ["meta.json", "parts/videos/good 0.mkv.h5", "parts/videos/good 6.mkv.h5"]

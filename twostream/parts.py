@@ -101,13 +101,15 @@ def writing(path: str | os.PathLike, key: str) -> Iterator[h5py.File]:
 
 
 def remove_stale(out_dir: str | os.PathLike, keep: set[Path]) -> int:
-    """Delete every file under ``<out_dir>/parts`` that is not in ``keep`` (parts of videos no
-    longer wanted, parts of failed videos, temporary files of a killed run), and empty folders.
+    """Delete every file under ``out_dir`` that is not in ``keep`` (parts of videos no longer
+    wanted, parts of failed videos, temporary files of a killed run, files of an earlier store
+    layout), and empty folders: the stage's output is then exactly what this run wrote, as a
+    fresh run would write it. ``meta.json`` goes too; the stage writes it anew.
 
     Returns:
         The number of files removed.
     """
-    root = Path(out_dir) / PARTS_DIR
+    root = Path(out_dir)
     if not root.is_dir():
         return 0
     keep = {Path(p) for p in keep}
