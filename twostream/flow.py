@@ -340,7 +340,7 @@ class FlowStore(VideoStore):
     """Read access to the ``flow`` stage's output folder.
 
     Part files open lazily, a bounded number per process, as ``FrameStore``'s do (see
-    ``h5store.VideoStore``): safe to build before a fork, and it pickles without handles.
+    ``parts.EncodedItems``): safe to build before a fork, and it pickles without handles.
     """
 
     missing_message = ("video {vid!r} has no flow in {root} ({n} videos stored; "

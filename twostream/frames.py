@@ -47,7 +47,7 @@ from twostream.clips import kept_stream, resample_indices
 from twostream.codec import CODECS, PNG_LEVEL, decode_image, encode_image
 from twostream.config import FramesConfig, resolve_workers, result_params
 from twostream.h5store import META_NAME, VideoStore
-from twostream.hmdb51 import read_index, write_json
+from twostream.hmdb51 import file_sha256, read_index, write_json
 from twostream.pools import ordered_map, pool_context
 from twostream.video import VideoError, VideoReader
 
@@ -197,7 +197,7 @@ def plan_parts(index: list[dict[str, Any]], out_dir: Path, cfg: FramesConfig,
         if record["role"] not in DECODE_ROLES:
             skipped.append(_problem(vid, record, f"role {record['role']!r} is not decoded"))
             continue
-        sha = record.get("sha256") or (parts.file_sha256(record["path"]) if os.path.isfile(record["path"]) else "")
+        sha = record.get("sha256") or (file_sha256(record["path"]) if os.path.isfile(record["path"]) else "")
         jobs.append(PartJob(vid, record["path"], str(parts.part_path(out_dir, record["key"])),
                             part_stamp(sha, cfg, resample_fps), cfg.width, cfg.height, cfg.codec, cfg.quality,
                             resample_fps))
@@ -289,7 +289,7 @@ def _report(index: list[dict[str, Any]], jobs: list[PartJob], skipped: list[dict
 class FrameStore(VideoStore):
     """Read access to the ``frames`` stage's output folder, by native frame number.
 
-    Part files open lazily, a bounded number per process (see ``h5store.VideoStore``): safe to
+    Part files open lazily, a bounded number per process (see ``parts.EncodedItems``): safe to
     build before a fork (DataLoader or pool workers), and it pickles without handles.
     """
 

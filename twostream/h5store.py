@@ -31,7 +31,6 @@ META_NAME = "meta.json"
 LIBVER = ("v110", "v110")  # fixed HDF5 format version: same bytes with any newer library
 GZIP_LEVEL = 1  # deflate level when matching pays (see encode_chunks); 4-9 saved < 2% more
 RAW_ABOVE = 0.75  # a video is stored uncompressed if zlib leaves more than this share of item 0
-MAX_OPEN_FILES = 64  # HDF5 files a store keeps open per process, least recently used closed first
 
 
 def dataset_name(vid: int) -> str:
@@ -189,7 +188,7 @@ class VideoStore:
 
     Subclasses add what their stage's ``meta.json`` carries. HDF5 files open lazily,
     one handle per shard per process: after a fork the child drops the parent's handles
-    and opens its own; at most ``MAX_OPEN_FILES`` stay open. The store pickles without handles.
+    and opens its own. The store pickles without handles.
     """
 
     #: ``KeyError`` text for a video not stored; formatted with vid, root, n (videos stored)
@@ -232,11 +231,7 @@ class VideoStore:
         if os.getpid() != self._pid:  # forked: the inherited handles belong to the parent
             self._files, self._pid = {}, os.getpid()
         shard = entry["shard"]
-        if shard in self._files:
-            self._files[shard] = self._files.pop(shard)  # most recently used last
-        else:
-            if len(self._files) >= MAX_OPEN_FILES:  # a store of per-video parts has thousands
-                self._files.pop(next(iter(self._files))).close()
+        if shard not in self._files:
             self._files[shard] = h5py.File(self.root / shard, "r")
         return self._files[shard][entry["dataset"]]
 

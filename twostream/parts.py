@@ -34,7 +34,6 @@ SUFFIX = ".h5"
 TEMP_MARK = ".partial-"  # in the names of parts being written
 KEY_ATTR = "part_key"
 MAX_OPEN_FILES = 256  # part files a reader keeps open per process (DataLoader workers: each its own)
-_BLOCK = 1 << 20
 
 
 def part_path(out_dir: str | os.PathLike, key: str) -> Path:
@@ -47,15 +46,6 @@ def part_path(out_dir: str | os.PathLike, key: str) -> Path:
     if not parts or Path(key).is_absolute() or ".." in parts:
         raise ValueError(f"a video key must be a relative path inside the dataset; got {key!r}")
     return Path(out_dir) / PARTS_DIR / f"{key}{SUFFIX}"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def code_hash(*sources: Any) -> str:

@@ -151,7 +151,7 @@ class SG3IStore:
     """Read access to the ``sg3i`` stage's folder: SG3I images made from the frames store.
 
     The frames store opens its files lazily, a bounded number per process (see
-    ``h5store.VideoStore``): safe to build before a fork, and it pickles without handles.
+    ``parts.EncodedItems``): safe to build before a fork, and it pickles without handles.
     """
 
     def __init__(self, sg3i_dir: str | os.PathLike, frames_dir: str | os.PathLike | None = None) -> None:
