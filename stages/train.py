@@ -1,17 +1,15 @@
-"""Stage `train@<stream>`: train the spatial or temporal stream, then score val and test.
+"""Stage `train@<stream>`: train the spatial or temporal stream (stage `score` then scores it).
 
 Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
 
-    python stages/train.py spatial data/shards models/spatial.pt metrics/spatial.json \
-        data/scores/spatial dvclive/spatial
+    python stages/train.py spatial data/shards models/spatial.pt dvclive/spatial
 
 or the same under `torchrun --nproc_per_node N` for DDP. Reads params `base.seed`,
 `model`, `train` and the stream's section (`spatial`: epochs; `temporal`: input, epochs).
 The spatial stream reads `rgb` shards, the temporal stream `temporal.input` (flow | sg3i).
 Checkpoints every epoch to `models/<stream>.resume.pt`, beside the model and no output
-of dvc.yaml (a run stopped midway resumes from it; `engine.resume_path`), then writes the
-per-clip scores `<scores>/{val,test}.npz`, the metrics JSON, dvclive's curves and, last,
-the final model, and removes the resume file.
+of dvc.yaml (a run stopped midway resumes from it; `engine.resume_path`), writes dvclive's
+curves and, last, the final model, and removes the resume file.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from typing import Callable
 from twostream.config import (
     BaseConfig, ModelConfig, StreamConfig, TemporalConfig, TrainConfig, load_params, section, stage_main,
 )
-from twostream.engine import RunSpec, train_stream
+from twostream.engine import RunSpec, train_model
 
 STREAMS = ("spatial", "temporal")
 
@@ -53,18 +51,17 @@ def print_epoch(stream: str, epochs: int) -> Callable[[dict], None]:
 
 
 def main(argv: list[str]) -> None:
-    """Run the stage on ``argv = [stream, shards_dir, model_pt, metrics_json, scores_dir, dvclive_dir]``."""
-    if len(argv) != 6:
-        raise SystemExit("usage: python stages/train.py STREAM SHARDS_DIR MODEL_PT METRICS_JSON SCORES_DIR "
-                         "DVCLIVE_DIR")
-    stream, shard_dir, model_path, metrics_path, scores_dir, live_dir = argv
+    """Run the stage on ``argv = [stream, shards_dir, model_pt, dvclive_dir]``."""
+    if len(argv) != 4:
+        raise SystemExit("usage: python stages/train.py STREAM SHARDS_DIR MODEL_PT DVCLIVE_DIR")
+    stream, shard_dir, model_path, live_dir = argv
     spec = run_spec(stream, load_params())
-    m = train_stream(spec, shard_dir, model_path, metrics_path, scores_dir, live_dir,
-                     print_epoch(stream, spec.epochs))
+    checkpoint = train_model(spec, shard_dir, model_path, live_dir, print_epoch(stream, spec.epochs))
     if os.environ.get("RANK", "0") == "0":
-        print(f"train@{stream} ({spec.modality}): test video top-1 {m['video_top1']:.3f}, clip top-1 "
-              f"{m['clip_top1']:.3f}, val video top-1 {m['val_video_top1']:.3f}, {m['seconds']:.0f} s -> "
-              f"{model_path}, {metrics_path}, {scores_dir}", flush=True)
+        seconds = sum(h["seconds"] for h in checkpoint["history"])
+        print(f"train@{stream} ({spec.modality}, {spec.train.sampling} sampling): "
+              f"{checkpoint['steps_per_epoch'] * checkpoint['epoch']} steps, val video top-1 "
+              f"{checkpoint['history'][-1]['val_video_top1']:.3f}, {seconds:.0f} s -> {model_path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,14 @@ import yaml
 from twostream.config import (
     RULES, BaseConfig, ClipConfig, DataConfig, DemoConfig, FlowConfig, FramesConfig, FuseConfig, ModelConfig,
     ParamsError, ResampleConfig, ShardsConfig, StreamConfig, TemporalConfig, TrainConfig, choice, load_params,
-    section, stage_main,
+    ViewsConfig, section, stage_main,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"base": BaseConfig, "demo_data": DemoConfig, "data": DataConfig, "frames": FramesConfig,
             "resample": ResampleConfig, "clip": ClipConfig, "flow": FlowConfig, "shards": ShardsConfig,
             "model": ModelConfig, "train": TrainConfig, "spatial": StreamConfig, "temporal": TemporalConfig,
-            "fuse": FuseConfig}
+            "views": ViewsConfig, "fuse": FuseConfig}
 FUSIONS = ("average", "network", "svm")
 
 
@@ -51,8 +51,14 @@ def test_every_rule_names_a_field():
     ("train", "lr", 0, "train.lr must be a number > 0; got 0"),
     ("train", "batch_size", 2.5, "train.batch_size must be an integer >= 1; got 2.5"),
     ("train", "batch_size", True, "train.batch_size must be an integer >= 1; got True"),
+    ("train", "sampling", "videos", "train.sampling must be one of clip, segments; got 'videos'"),
+    ("train", "segments", 0, "train.segments must be an integer >= 1; got 0"),
+    ("train", "augment", "scale", "train.augment must be one of crop, multiscale; got 'scale'"),
+    ("views", "crops", 5, "views.crops must be one of 1, 3, 10; got 5"),
+    ("views", "snippets", -1, "views.snippets must be an integer >= 0 (0 = every clip); got -1"),
     ("train", "epochs_", 1, "unknown key train.epochs_; allowed: optimizer, lr, momentum, weight_decay, "
-                            "warmup_epochs, label_smoothing, batch_size, crop, workers, threads"),
+                            "warmup_epochs, label_smoothing, batch_size, crop, sampling, segments, augment, partial_bn, "
+                            "workers, threads"),
     ("temporal", "input", "rgb", "temporal.input must be one of flow, sg3i; got 'rgb'"),
     ("flow", "backend", "cuda", "flow.backend must be one of opencv, torch, auto; got 'cuda'"),
     ("data", "split", 4, "data.split must be one of 1, 2, 3; got 4"),
@@ -123,20 +129,22 @@ def test_stage_main_turns_only_params_errors_into_one_line(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("argv", [
-    ["train.py", "spatial", "data/shards", "models/spatial.pt", "metrics/spatial.json", "data/scores/spatial",
-     "dvclive/spatial"],
+    ["train.py", "spatial", "data/shards", "models/spatial.pt", "dvclive/spatial"],
+    ["score.py", "spatial", "models/spatial.pt", "data/shards", "metrics/spatial.json", "data/scores/spatial"],
     ["fuse.py", "data/scores", "metrics/fusion.json", "models/fusion.pt", "plots/fusion"],
 ])
 def test_stage_stops_on_a_bad_param_with_one_line_before_reading_data(params, tmp_path, argv):
     params["model"]["backbone"] = "vgg16"  # train reads it
     params["fusion"] = "max"  # fuse reads it
+    params["views"]["crops"] = 5  # score reads it
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run([sys.executable, str(REPO / "stages" / argv[0]), *argv[1:]], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     expected = {"train.py": "train: params: model.backbone must be one of resnet18, resnet50; got 'vgg16'",
-                "fuse.py": "fuse: params: fusion must be one of average, network, svm; got 'max'"}
+                "fuse.py": "fuse: params: fusion must be one of average, network, svm; got 'max'",
+                "score.py": "score: params: views.crops must be one of 1, 3, 10; got 5"}
     assert proc.stderr == expected[argv[0]] + "\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 

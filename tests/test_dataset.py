@@ -150,3 +150,57 @@ def test_reads_bypass_the_hdf5_chunk_cache(shard_dir):
     assert len(ds._handles) == 2
     assert all(x.id.get_access_plist().get_chunk_cache()[1] == 0 for x in ds._handles.values())
     ds.close()
+
+
+def test_segment_and_snippet_picks():
+    from twostream.dataset import centred_picks, random_picks, snippet_picks
+
+    assert centred_picks(6, 3) == [1, 3, 5] and centred_picks(7, 3) == [1, 3, 5] and centred_picks(2, 3) == [0, 1, 1]
+    assert snippet_picks(6, 0) == snippet_picks(6, 9) == list(range(6))
+    assert snippet_picks(25, 5) == [2, 7, 12, 17, 22] and snippet_picks(6, 1) == [3]
+    torch.manual_seed(0)
+    drawn = np.array([random_picks(7, 3) for _ in range(300)])  # segments 0-1, 2-3, 4-6
+    assert [sorted(set(drawn[:, s])) for s in range(3)] == [[0, 1], [2, 3], [4, 5, 6]]
+    assert random_picks(2, 3) == [0, 0, 1]  # an empty segment gives its start
+
+
+def test_segment_dataset_is_a_video_of_k_snippets_sharing_one_window(shard_dir):
+    from twostream.dataset import SegmentDataset
+
+    base = ShardDataset(shard_dir, "flow", "train", True, 6, SCALE)
+    data = SegmentDataset(base, 2)
+    assert len(data) == 5 and data.labels.tolist() == [0, 1, 2, 0, 1] and data.videos.tolist() == [0, 1, 2, 3, 4]
+    torch.manual_seed(1)
+    x, label, video = data[3]
+    assert x.shape == (2, 4, 6, 6) and (label, video) == (0, 3)
+    # segment s of a 2-clip video is clip s: snippets 6 and 7, through one window drawn after the picks
+    torch.manual_seed(1)
+    for _ in range(2):
+        torch.randint(1, ())  # the picks (one choice each)
+    window = base.transform.draw(8, 10)
+    for s, i in enumerate((6, 7)):
+        assert x[s].equal(base.transform.apply(base.raw(i), window))
+    val = SegmentDataset(ShardDataset(shard_dir, "rgb", "test", False, 6), 3)
+    x, _, _ = val[0]  # centred picks of a 2-clip video, 3 segments: clips 0, 1, 1
+    raw = ShardDataset(shard_dir, "rgb", "test", False, 6)
+    for s, i in enumerate((0, 1, 1)):
+        assert x[s].equal(raw[i][0])
+    batch = next(iter(DataLoader(data, batch_size=4)))
+    assert batch[0].shape == (4, 2, 4, 6, 6)
+
+
+def test_view_dataset_selects_snippets_and_stacks_crops(shard_dir):
+    from twostream.dataset import ViewDataset
+
+    base = ShardDataset(shard_dir, "rgb", "train", False, 6)
+    every = ViewDataset(base, 0, 1)
+    assert len(every) == N and every.clips.tolist() == [0, 1] * 5 and every[2][0].shape == (1, 3, 6, 6)
+    assert every[2][0][0].equal(base[2][0])
+    one = ViewDataset(base, 1, 10)
+    assert one.videos.tolist() == [0, 1, 2, 3, 4] and one.clips.tolist() == [1] * 5 and one.index.tolist() == [
+        1, 3, 5, 7, 9]
+    x, label, video = one[1]
+    assert x.shape == (10, 3, 6, 6) and (label, video) == (1, 1)
+    assert x[4].equal(base[3][0])  # the fifth crop is the centre one
+    with pytest.raises(ValueError, match="evaluation dataset"):
+        ViewDataset(ShardDataset(shard_dir, "rgb", "train", True, 6), 1, 1)

@@ -26,7 +26,8 @@ SIZE = 16
 ROLE_VIDEOS = {"train": 4, "val": 2, "test": 2}  # videos per class, 2 clips each
 MODEL = ModelConfig(backbone="resnet18", pretrained="none", hidden=32, dropout=0.5)
 TRAIN = TrainConfig(optimizer="adamw", lr=0.002, momentum=0.9, weight_decay=0.05, warmup_epochs=0.5,
-                    label_smoothing=0.1, batch_size=8, crop=12, workers=0, threads=1)
+                    label_smoothing=0.1, batch_size=8, crop=12, sampling="clip", segments=3,
+                    augment="crop", partial_bn=False, workers=0, threads=1)
 SPEC = RunSpec("temporal", "flow", 2, 0, MODEL, TRAIN)
 VARYING = ("seconds", "samples_per_s")  # wall-clock figures train_stream returns beside the metrics
 
@@ -122,7 +123,7 @@ def test_run_writes_checkpoint_scores_metrics_and_curves(first_run, shards):
     written = json.loads((root / "metrics.json").read_text())
     assert written == stable(metrics)  # the headline only: no per-class figures, no timings
     assert sorted(written) == sorted(["video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos",
-                                      "videos_scored", "val_video_top1"])
+                                      "videos_scored", "val_video_top1", "train_steps"])
     assert metrics["n_videos"] == metrics["videos_scored"] == 6 and metrics["video_top5"] == 1.0
     report = json.loads((root / "scores" / "report.json").read_text())
     assert report["modality"] == "flow" and report["flow_scale"] > 0

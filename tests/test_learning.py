@@ -39,7 +39,8 @@ PARAMS = {"clip": {"frames": 3, "step": 6}, "flow": {"stack": STACK, "bound": BO
           "shards": {"clips_per_shard": 64}}
 MODEL = ModelConfig(backbone="resnet18", pretrained="none", hidden=64, dropout=0.1)
 TRAIN = TrainConfig(optimizer="adamw", lr=0.002, momentum=0.9, weight_decay=0.01, warmup_epochs=0.5,
-                    label_smoothing=0.0, batch_size=16, crop=CROP, workers=0, threads=1)
+                    label_smoothing=0.0, batch_size=16, crop=CROP, sampling="clip", segments=3,
+                    augment="crop", partial_bn=False, workers=0, threads=1)
 EPOCHS = 10
 
 
@@ -206,9 +207,10 @@ def test_flip_that_keeps_flow_x_fails(flow_metrics: dict[str, Any], shards: Path
     calls = []
     fused = twostream.transforms._fused_affine
 
-    def broken(modality: str, bound: float | None, scale: float | None, channels: int, flip: bool):
+    def broken(modality: str, bound: float | None, scale: float | None, channels: int, flip: bool,
+               zoom: tuple[float, float] = (1.0, 1.0)):
         calls.append((modality, flip))
-        return fused(modality, bound, scale, channels, False)  # mirrored window, x never negated
+        return fused(modality, bound, scale, channels, False, zoom)  # mirrored window, x never negated
 
     # what Preset.__call__ looks up: it mirrors the uint8 window and takes the x negation from here
     monkeypatch.setattr(twostream.transforms, "_fused_affine", broken)

@@ -45,3 +45,47 @@ def test_errors_name_the_bad_value():
         build_model("vgg", num_classes=3)
     with pytest.raises(FileNotFoundError, match="none, imagenet or a path"):
         build_model("resnet18", num_classes=3, pretrained="missing.pth")
+
+
+def test_from_scratch_flow_channels_start_different():
+    torch.manual_seed(0)
+    weight = build_model("resnet18", num_classes=3, in_channels=4).conv1.weight  # (64, 4, 7, 7)
+    for c in range(1, 4):  # cross-modality init would make every channel the same kernel
+        assert not torch.equal(weight[:, 0], weight[:, c])
+    assert 0.5 < float(weight.detach().std()) / (2 / (64 * 49)) ** 0.5 < 1.5  # kaiming fan_out, as torchvision's conv1
+
+
+def test_partial_bn_freezes_every_batchnorm_but_the_first():
+    from twostream.models import batchnorms, freeze_partial_bn, partial_bn_mode
+
+    model = build_model("resnet18", num_classes=3)
+    bns = batchnorms(model)
+    assert bns[0] is model.bn1 and len(bns) == 20
+    assert freeze_partial_bn(model) == 19
+    assert all(p.requires_grad for p in model.bn1.parameters())
+    assert not any(p.requires_grad for m in bns[1:] for p in m.parameters())
+    model.train()
+    partial_bn_mode(model)
+    assert model.bn1.training and not any(m.training for m in bns[1:]) and model.layer1[0].conv1.training
+    before = [m.running_mean.clone() for m in bns]
+    model(torch.randn(4, 3, 32, 32) * 3 + 1)
+    assert not torch.equal(before[0], bns[0].running_mean)  # the first still learns its statistics
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before[1:], bns[1:]))
+
+
+def test_ddp_on_gpus_synchronises_batchnorm_and_cpu_ranks_keep_their_own():
+    from twostream.config import TrainConfig
+    from twostream.engine import prepare_batchnorm
+    from twostream.scoring import Dist
+
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, warmup_epochs=0.0,
+                      label_smoothing=0.0, batch_size=8, crop=32, sampling="clip", segments=3, augment="crop",
+                      partial_bn=False, workers=0, threads=1)
+
+    def kinds(dist: Dist) -> set[str]:
+        model = prepare_batchnorm(build_model("resnet18", num_classes=3), cfg, dist)
+        return {type(m).__name__ for m in model.modules() if "BatchNorm" in type(m).__name__}
+
+    assert kinds(Dist(0, 2, torch.device("cuda", 0))) == {"SyncBatchNorm"}  # converting needs no GPU
+    assert kinds(Dist(0, 1, torch.device("cuda", 0))) == {"BatchNorm2d"}
+    assert kinds(Dist(0, 2, torch.device("cpu"))) == {"BatchNorm2d"}  # PyTorch's SyncBatchNorm is GPU-only

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from conftest import run, set_params
+from twostream.presets import apply, load_presets
+from twostream.scoring import load_checkpoint
 from twostream.video import decode_video, write_video
 
 TINY = dict(
@@ -92,6 +94,7 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
 
     check_fusion_experiment(repo_copy)
     check_run_cache(repo_copy)
+    check_presets(repo_copy)
 
 
 def decoded_path(index: list[dict]) -> str:
@@ -169,3 +172,40 @@ def check_fusion_experiment(repo) -> None:
     video = sorted((repo / "data" / "demo" / "videos").glob("*/*.avi"))[0]
     doc = json.loads(run(["python", "-m", "twostream", "predict", str(video), "--json", "--top", "3"], repo).stdout)
     assert doc["method"] == "network" and len(doc["top"]) == 3
+
+
+# what makes a preset tiny: the demo's size, ResNet-18 from scratch (no download), one epoch
+TINY_PRESET = {"frames.width": 32, "frames.height": 32, "train.crop": 28, "train.batch_size": 8,
+               "model.backbone": "resnet18", "model.pretrained": "none", "spatial.epochs": 1,
+               "temporal.epochs": 1, "flow.epsilon": 0.1, "train.workers": 0}
+
+
+def check_presets(repo) -> None:
+    """Every preset of presets.yaml runs end to end at tiny size (`dvc repro` of its params with
+    TINY_PRESET on top), and its recipe shows in what the stages wrote."""
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    index = json.loads((repo / "data/index.json").read_text())
+    n_test = sum(e["role"] == "test" for e in index)
+    for name, preset in load_presets(repo / "presets.yaml").items():
+        params = apply(apply(base, preset), {"set": TINY_PRESET})
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["dvc", "repro"], repo)
+        train, views = params["train"], params["views"]
+        for stream in ("spatial", "temporal"):
+            metrics = json.loads((repo / f"metrics/{stream}.json").read_text())
+            assert metrics["n_videos"] == n_test, (name, stream, metrics)
+            checkpoint = load_checkpoint(repo / f"models/{stream}.pt")
+            assert checkpoint["params"]["train"]["sampling"] == train["sampling"], name
+            assert metrics["train_steps"] == checkpoint["steps_per_epoch"] > 0, (name, metrics)
+            report = json.loads((repo / f"data/scores/{stream}/report.json").read_text())
+            assert report["views"] == views, name
+        temporal = load_checkpoint(repo / "models/temporal.pt")
+        if temporal["modality"] == "flow":  # a stack of L fields is 2L channels
+            assert temporal["in_channels"] == 2 * params["flow"]["stack"], name
+        resample = json.loads((repo / "data/resample.json").read_text())
+        first = next(iter(resample["videos"].values()))
+        step = 1 if params["resample"]["fps"] == 0 else 5  # the demo is 30 fps
+        assert first[:3] == [0, step, 2 * step], name
+        fusion = json.loads((repo / "metrics/fusion.json").read_text())
+        assert fusion["method"] == params["fusion"] and fusion["n_videos"] == n_test, name
+    (repo / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))

@@ -17,7 +17,7 @@ from twostream.config import (
     ClipConfig, DemoConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, ShardsConfig, load_params,
 )
 from twostream.demo import render_video, video_seeds
-from twostream.dataset import ShardDataset
+from twostream.dataset import ShardDataset, ViewDataset
 from twostream.engine import save_checkpoint
 from twostream.flow import extract_flow
 from twostream.frames import extract_frames
@@ -103,8 +103,10 @@ def test_samples_are_the_shards_of_the_pipeline(setup, tmp_path):
     for name in ("spatial", "temporal"):
         ck = load_checkpoint(setup / "models" / f"{name}.pt")
         data = ShardDataset(tmp_path / "shards", ck["modality"], "test", False, ck["crop"], ck["flow_scale"])
-        stage, _ = predict(model_from_checkpoint(ck), data, 2, 0, Dist(0, 1, torch.device("cpu")))
-        np.testing.assert_array_equal(score_samples(ck, samples[ck["modality"]]), stage)
+        for crops in (1, 10):  # the score stage's views of the shards (engine.score_roles)
+            stage, _ = predict(model_from_checkpoint(ck), ViewDataset(data, 0, crops), ck["params"]["train"][
+                "batch_size"], 0, Dist(0, 1, torch.device("cpu")))
+            np.testing.assert_array_equal(score_samples(ck, samples[ck["modality"]], crops=crops), stage)
 
 
 def test_predict_video_fuses_both_streams(setup):
@@ -192,3 +194,15 @@ def test_module_entry_point_has_no_traceback(setup):
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("predict: error: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_predict_scores_the_views_of_params(setup, tmp_path):
+    """`views` of params.yaml: one snippet (the middle clip of 3) through 3 crops, as the score stage."""
+    set_params(tmp_path, setup / "params.yaml", views={"snippets": 1, "crops": 3})
+    result = predict_video(setup / "clip name (1).avi", setup / "models", tmp_path / "params.yaml")
+    fp = FeatureParams.from_params(load_params(tmp_path / "params.yaml"))
+    samples = clip_samples(setup / "clip name (1).avi", fp)
+    ck = load_checkpoint(setup / "models" / "spatial.pt")
+    expected = score_samples(ck, samples["rgb"][[1]], crops=3)[0]
+    assert result.clips == 1
+    np.testing.assert_array_equal(result.streams["spatial"], expected.astype(np.float64))

@@ -1,4 +1,4 @@
-"""The train stage end to end on tiny shards: one process, torchrun DDP, and its dvc.yaml block."""
+"""The train and score stages end to end on tiny shards: one process, torchrun DDP, their dvc.yaml blocks."""
 
 from __future__ import annotations
 
@@ -34,8 +34,12 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def stage_args(stream: str) -> list[str]:
-    return [str(REPO / "stages" / "train.py"), stream, "data/shards", f"models/{stream}.pt",
-            f"metrics/{stream}.json", f"data/scores/{stream}", f"dvclive/{stream}"]
+    return [str(REPO / "stages" / "train.py"), stream, "data/shards", f"models/{stream}.pt", f"dvclive/{stream}"]
+
+
+def score_args(stream: str) -> list[str]:
+    return [str(REPO / "stages" / "score.py"), stream, f"models/{stream}.pt", "data/shards",
+            f"metrics/{stream}.json", f"data/scores/{stream}"]
 
 
 def single_process_eval(root: Path, stream: str) -> tuple[np.ndarray, dict]:
@@ -52,8 +56,12 @@ def test_stage_writes_metrics_scores_and_curves(workdir):
     proc = run([sys.executable, *stage_args("temporal")], workdir)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("train@temporal epoch")]
     assert len(lines) == 2 and lines[0].startswith("train@temporal epoch 1/2: ") and "val clip" in lines[0]
+    assert not (workdir / "metrics").exists()  # scoring is the score stage's
+    proc = run([sys.executable, *score_args("temporal")], workdir)
+    assert "score@temporal (flow, every clips x 1 crops): test video top-1" in proc.stdout
     metrics = json.loads((workdir / "metrics" / "temporal.json").read_text())
-    assert sorted(metrics) == sorted([*HEADLINE, "val_video_top1"]) and metrics["n_videos"] == 6
+    assert sorted(metrics) == sorted([*HEADLINE, "val_video_top1", "train_steps"]) and metrics["n_videos"] == 6
+    assert metrics["train_steps"] == 2 * (24 // 8)  # 2 epochs of 24 train clips in batches of 8
     report = json.loads((workdir / "data" / "scores" / "temporal" / "report.json").read_text())
     assert report["modality"] == "flow" and set(report["test"]["per_class"]) == set(CLASSES)
     assert report["val"]["video_top1"] == metrics["val_video_top1"]
@@ -73,6 +81,7 @@ def test_stage_writes_metrics_scores_and_curves(workdir):
 
 def test_spatial_stream_reads_rgb(workdir):
     run([sys.executable, *stage_args("spatial")], workdir)
+    run([sys.executable, *score_args("spatial")], workdir)
     checkpoint = load_checkpoint(workdir / "models" / "spatial.pt")
     assert (checkpoint["modality"], checkpoint["in_channels"], checkpoint["epoch"]) == ("rgb", 3, 1)
     assert checkpoint["flow_scale"] is None
@@ -93,6 +102,8 @@ def test_torchrun_ddp_resumes_and_evaluation_equals_single_process(workdir, tmp_
     proc = run(ddp, tmp_path)
     epochs = [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("train@temporal epoch")]
     assert epochs == ["train@temporal epoch 2/2"]  # epoch 1 came from the resume file
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *score_args("temporal")], tmp_path)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["temporal.pt"]
     checkpoint = load_checkpoint(tmp_path / "models" / "temporal.pt")
     assert checkpoint["epoch"] == 2 and len(checkpoint["history"]) == 2
@@ -120,8 +131,7 @@ def test_dvc_yaml_train_block_lists_what_the_stage_reads():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
     assert stage["foreach"] == {"spatial": {"modality": "rgb"}, "temporal": {"modality": "${temporal.input}"}}
     do = stage["do"]
-    assert do["cmd"] == ("python stages/train.py ${key} data/shards models/${key}.pt metrics/${key}.json "
-                         "data/scores/${key} dvclive/${key}")
+    assert do["cmd"] == "python stages/train.py ${key} data/shards models/${key}.pt dvclive/${key}"
     assert do["params"][:2] == ["base.seed", "model"] and do["params"][-1] == "${key}"
     assert "train.workers" not in do["params"] and "train.threads" not in do["params"]  # execution only
     assert "data/shards/${item.modality}" in do["deps"] and "data/shards" not in do["deps"]
@@ -131,6 +141,38 @@ def test_dvc_yaml_train_block_lists_what_the_stage_reads():
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     assert {f"twostream/{m.split('.')[1]}.py" for m in imported} | {"stages/train.py"} <= set(do["deps"])
     # no persist output, so DVC keeps the stage's run-cache; the resume file is no output
-    assert do["outs"] == ["models/${key}.pt", "data/scores/${key}"]
-    assert do["metrics"] == [{"metrics/${key}.json": {"cache": False}}]
+    assert do["outs"] == ["models/${key}.pt"]
     assert do["plots"] == [{"dvclive/${key}/plots/metrics": {"x": "step", "cache": False}}]
+    for key in ("train.sampling", "train.segments", "train.augment", "train.partial_bn"):
+        assert key in do["params"]
+    assert "views" not in do["params"]  # test-time views are the score stage's: they re-run no training
+    score = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["score"]
+    assert score["foreach"] == stage["foreach"]
+    assert score["do"]["cmd"] == ("python stages/score.py ${key} models/${key}.pt data/shards metrics/${key}.json "
+                                  "data/scores/${key}")
+    assert score["do"]["params"] == ["views"]
+    assert {"models/${key}.pt", "data/shards/${item.modality}", "data/frames"} <= set(score["do"]["deps"])
+    assert score["do"]["outs"] == ["data/scores/${key}"]
+    assert score["do"]["metrics"] == [{"metrics/${key}.json": {"cache": False}}]
+
+
+def test_segments_multiscale_partial_bn_and_ten_crop_views(workdir, tmp_path):
+    """TSN's recipe through both stages: a sample is a video of K snippets (the batch counts
+    videos), multiscale windows, partial BatchNorm; then one snippet x 10 crops per video."""
+    set_params(tmp_path, workdir / "params.yaml", train={"sampling": "segments", "segments": 2, "batch_size": 4,
+                                                       "augment": "multiscale", "partial_bn": True},
+               views={"snippets": 1, "crops": 10})
+    (tmp_path / "data").symlink_to(workdir / "data")
+    run([sys.executable, *stage_args("temporal")], tmp_path)
+    checkpoint = load_checkpoint(tmp_path / "models" / "temporal.pt")
+    assert checkpoint["steps_per_epoch"] == 12 // 4  # 12 train videos (2 clips each) in batches of 4 videos
+    run([sys.executable, *score_args("temporal")], tmp_path)
+    metrics = json.loads((tmp_path / "metrics" / "temporal.json").read_text())
+    assert metrics["train_steps"] == 2 * 3 and metrics["n_videos"] == 6
+    scores = load_scores(tmp_path / "data" / "scores" / "temporal" / "test.npz")
+    # one snippet per video: its middle clip of 2 (clip 1), the mean softmax of its 10 crops
+    np.testing.assert_array_equal(scores.videos, np.arange(18, 24))
+    np.testing.assert_array_equal(scores.clips, np.ones(6))
+    np.testing.assert_allclose(scores.probs.sum(axis=1), 1.0, atol=1e-5)
+    report = json.loads((tmp_path / "data" / "scores" / "temporal" / "report.json").read_text())
+    assert report["views"] == {"snippets": 1, "crops": 10}

@@ -190,3 +190,76 @@ def test_preset_equals_the_plain_reference_bit_for_bit_with_the_same_draws(modal
         torch.testing.assert_close(out, hflip(plain, modality) if flipped else plain, rtol=0, atol=0)
     assert flips == ({True, False} if train else {False})
     assert x.flags.writeable and preset(x).data_ptr() != preset(x).data_ptr()  # a new tensor each call
+
+
+def test_view_windows_centre_long_side_and_ten_crops():
+    from twostream.transforms import Window, view_windows
+
+    assert view_windows(8, 12, 6, 1) == [Window(1, 3, 6, 6)]
+    assert view_windows(8, 12, 6, 3) == [Window(1, 0, 6, 6), Window(1, 3, 6, 6), Window(1, 6, 6, 6)]
+    assert view_windows(12, 8, 6, 3) == [Window(0, 1, 6, 6), Window(3, 1, 6, 6), Window(6, 1, 6, 6)]
+    ten = view_windows(8, 12, 6, 10)
+    corners = [(0, 0), (0, 6), (2, 0), (2, 6), (1, 3)]
+    assert [(w.top, w.left) for w in ten] == corners + corners
+    assert [w.flip for w in ten] == [False] * 5 + [True] * 5
+    with pytest.raises(ValueError, match="crops must be one of 1, 3, 10; got 5"):
+        view_windows(8, 12, 6, 5)
+    with pytest.raises(ValueError, match="crop must be in 1..8"):
+        view_windows(8, 12, 9, 1)
+
+
+def test_views_are_the_preset_applied_to_each_window():
+    from twostream.transforms import Window
+
+    q = quantize(np.random.default_rng(3).normal(0, 4, (8, 12, 4)).astype(np.float32), 20.0)
+    preset = eval_preset("flow", 6, bound=20.0, scale=SCALE)
+    views = preset.views(q, 10)
+    assert views.shape == (10, 4, 6, 6) and views.dtype == torch.float32
+    torch.testing.assert_close(views[4], preset(q), rtol=0, atol=0)  # the centre crop is the eval preset's
+    corner = normalize(hwc_to_chw(torch.from_numpy(q[2:8, 6:12].copy())), "flow", 20.0, SCALE)
+    torch.testing.assert_close(views[3], corner, rtol=0, atol=0)
+    torch.testing.assert_close(views[8], hflip(corner, "flow"), rtol=0, atol=0)  # mirrored, x negated
+    assert preset.apply(q, Window(2, 6, 6, 6, True)).equal(views[8])
+
+
+def test_multiscale_windows_follow_tsn_sizes_and_places():
+    from twostream.transforms import fixed_offsets, scale_pairs
+
+    # short side 256, scales 1, .875, .75, .66 -> 256, 224 (snapped to the crop), 192, 168
+    pairs = scale_pairs(256, 340, 224)
+    assert set(pairs) == {(256, 256), (256, 224), (224, 256), (224, 224), (224, 192), (192, 224),
+                          (192, 192), (192, 168), (168, 192), (168, 168)}
+    offsets = fixed_offsets(256, 340, 192, 224)
+    assert len(offsets) == 13 and offsets[:5] == [(0, 0), (0, 116), (64, 0), (64, 116), (32, 58)]
+    preset = train_preset("rgb", 224, augment="multiscale")
+    torch.manual_seed(0)
+    drawn = [preset.draw(256, 340) for _ in range(400)]
+    assert {(w.height, w.width) for w in drawn} == set(pairs)  # every size is drawn, no other
+    assert all((w.top, w.left) in fixed_offsets(256, 340, w.height, w.width) for w in drawn)
+    assert 150 < sum(w.flip for w in drawn) < 250
+    torch.manual_seed(0)
+    assert [preset.draw(256, 340) for _ in range(400)] == drawn  # torch's RNG decides
+
+
+def test_multiscale_resizes_and_scales_flow_by_the_resize_factors():
+    from twostream.transforms import Window
+
+    # uniform motion (+4 px right, -2 px down) everywhere: after resizing a 12 x 8 window to 6 x 6
+    # the motion is (4 * 6/8, -2 * 6/12) = (3, -1) pixels of the network's input
+    q = np.empty((16, 16, 2), np.uint8)
+    q[..., 0], q[..., 1] = quantize(np.float32(4.0), 20.0), quantize(np.float32(-2.0), 20.0)
+    preset = train_preset("flow", 6, bound=20.0, scale=1.0, augment="multiscale")
+    out = preset.apply(q, Window(2, 4, 12, 8))
+    step = 40 / 255  # the quantisation step
+    x, y = flow_pixels(q[0, 0, 0], 20.0), flow_pixels(q[0, 0, 1], 20.0)
+    np.testing.assert_allclose(out[0].numpy(), x * 6 / 8, atol=1e-5)
+    np.testing.assert_allclose(out[1].numpy(), y * 6 / 12, atol=1e-5)
+    assert abs(x - 4.0) <= step and abs(y + 2.0) <= step
+    flipped = preset.apply(q, Window(2, 4, 12, 8, True))
+    np.testing.assert_allclose(flipped[0].numpy(), -x * 6 / 8, atol=1e-5)  # a flip still negates x
+    rgb = train_preset("rgb", 6, augment="multiscale").apply(grid(16, 16, 3), Window(0, 0, 12, 12))
+    assert rgb.shape == (3, 6, 6)
+    with pytest.raises(ValueError, match="augment must be one of crop, multiscale; got 'jitter'"):
+        train_preset("rgb", 6, augment="jitter")
+    with pytest.raises(ValueError, match="outside"):
+        preset.apply(q, Window(10, 0, 12, 8))

@@ -121,8 +121,18 @@ class TrainConfig:
     label_smoothing: float  # cross-entropy label smoothing
     batch_size: int  # samples per optimiser step (global: split over DDP ranks)
     crop: int  # square input size in pixels (random crop for training, centre crop for eval)
+    sampling: str  # clip (a sample is one clip) | segments (a sample is a video: one snippet per segment)
+    segments: int  # K: segments per video when sampling is segments (TSN's consensus of K snippets)
+    augment: str  # training windows: crop (crop x crop anywhere) | multiscale (TSN's scales and corners)
+    partial_bn: bool  # freeze every BatchNorm but the first (statistics and affine): for pretrained trunks
     workers: int  # DataLoader worker processes per rank; 0 = load in the training process
     threads: int  # torch intra-op threads per rank; 0 = all cores
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    snippets: int  # evenly spaced clips scored per video; 0 = every clip
+    crops: int  # crops per clip: 1 (centre) | 3 (along the long side) | 10 (corners, centre and their flips)
 
 
 @dataclass(frozen=True)
@@ -235,7 +245,9 @@ RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a fiel
     TrainConfig: {"optimizer": one_of("sgd", "adamw"), "lr": above(0), "momentum": between(0, 1),
                   "weight_decay": at_least(0), "warmup_epochs": at_least(0), "label_smoothing": between(0, 1),
                   "batch_size": at_least(1), "crop": at_least(1), "workers": at_least(0, "0 = in the training process"),
-                  "threads": _CORES},
+                  "threads": _CORES, "sampling": one_of("clip", "segments"), "segments": at_least(1),
+                  "augment": one_of("crop", "multiscale")},
+    ViewsConfig: {"snippets": at_least(0, "0 = every clip"), "crops": one_of(1, 3, 10)},
     StreamConfig: {"epochs": at_least(1)},
     TemporalConfig: {"input": one_of("flow", "sg3i"), "epochs": at_least(1)},
     FuseConfig: {"weights": Rule(_fuse_weights, "2 numbers >= 0 (spatial, temporal) with a sum > 0", typed=False),

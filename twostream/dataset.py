@@ -189,8 +189,120 @@ def fit_flow_scale(dataset: ShardDataset, max_samples: int = FLOW_SCALE_SAMPLES)
     return flow_rms([dataset.raw(int(i)) for i in picks], dataset.bound)
 
 
-def training_dataset(shard_dir: str | os.PathLike, modality: str, crop: int) -> ShardDataset:
-    """The ``train`` role with the training preset, as the train stage trains on it: for flow,
-    with the scale ``fit_flow_scale`` fits on these samples (``.transform.scale``)."""
+def training_dataset(shard_dir: str | os.PathLike, modality: str, crop: int,
+                     augment: str = "crop") -> ShardDataset:
+    """The ``train`` role with the training preset (``augment``: crop | multiscale), as the train
+    stage trains on it: for flow, with the scale ``fit_flow_scale`` fits on these samples
+    (``.transform.scale``)."""
     scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if modality == "flow" else None
-    return ShardDataset(shard_dir, modality, "train", True, crop, scale)
+    data = ShardDataset(shard_dir, modality, "train", True, crop, scale)
+    if augment != "crop":
+        data.transform = train_preset(modality, crop, data.bound, scale, augment)
+    return data
+
+
+def video_groups(videos: np.ndarray, clips: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The samples of each video: ``ids (V,)`` ascending, and per id its sample indices in clip order."""
+    order = np.lexsort((clips, videos))
+    ids, starts = np.unique(videos[order], return_index=True)
+    return ids.astype(np.int64), np.split(order.astype(np.int64), starts[1:])
+
+
+def centred_picks(n: int, k: int) -> list[int]:
+    """The middle position of each of ``k`` equal segments of ``0..n-1``: ``(n (2s + 1)) // 2k``
+    (TSN's test-time snippets; repeats when ``n < k``)."""
+    return [n * (2 * s + 1) // (2 * k) for s in range(k)]
+
+
+def random_picks(n: int, k: int) -> list[int]:
+    """One position drawn uniformly (torch's RNG) in each of ``k`` equal segments of ``0..n-1``:
+    segment ``s`` is ``n s // k .. n (s + 1) // k - 1``; an empty one (``n < k``) gives its start."""
+    picks = []
+    for s in range(k):
+        lo, hi = n * s // k, n * (s + 1) // k
+        picks.append(min(lo, n - 1) if hi <= lo else lo + int(torch.randint(hi - lo, ())))
+    return picks
+
+
+def snippet_picks(n: int, snippets: int) -> list[int]:
+    """The clips scored of a video with ``n``: ``snippets`` evenly spaced (``centred_picks``), or
+    every clip when ``snippets`` is 0 or at least ``n``."""
+    return list(range(n)) if snippets == 0 or snippets >= n else centred_picks(n, snippets)
+
+
+class _Grouped(Dataset):
+    """What the video-level datasets share with the ``ShardDataset`` they draw from."""
+
+    def __init__(self, base: ShardDataset) -> None:
+        self.base = base
+        self.ids, self.groups = video_groups(base.videos, base.clips)
+        self.classes, self.expected, self.missing = base.classes, base.expected, base.missing
+        self.modality, self.in_channels, self.num_classes = base.modality, base.in_channels, base.num_classes
+        self.transform = base.transform
+
+    def close(self) -> None:
+        self.base.close()
+
+
+class SegmentDataset(_Grouped):
+    """TSN's samples: one per video, ``(x (K, C, crop, crop) float32, label, video)``.
+
+    The video's clips are cut into K equal segments and one clip (snippet) is taken from each:
+    at random in training (``random_picks``), the middle one in evaluation (``centred_picks``).
+    In training all K snippets share one window and flip (``Preset.draw`` once per video).
+
+    Attributes:
+        labels, videos: ``(V,) int64`` per video; plus the base's ``classes``, ``expected``, ...
+    """
+
+    def __init__(self, base: ShardDataset, segments: int) -> None:
+        """Group ``base``'s samples by video.
+
+        Raises:
+            ValueError: if ``segments`` is below 1.
+        """
+        if segments < 1:
+            raise ValueError(f"train.segments must be >= 1; got {segments}")
+        super().__init__(base)
+        self.segments, self.train = segments, base.train
+        self.labels = np.asarray([base.labels[g[0]] for g in self.groups], np.int64)
+        self.videos = self.ids
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, v: int) -> tuple[torch.Tensor, np.int64, np.int64]:
+        group = self.groups[int(v)]
+        picks = (random_picks if self.train else centred_picks)(len(group), self.segments)
+        raws = [self.base.raw(int(group[p])) for p in picks]
+        window = self.transform.draw(*raws[0].shape[:2])
+        return torch.stack([self.transform.apply(r, window) for r in raws]), self.labels[int(v)], self.ids[int(v)]
+
+
+class ViewDataset(_Grouped):
+    """Test-time views: per scored clip ``(x (crops, C, crop, crop) float32, label, video)``.
+
+    A video's scored clips are ``snippet_picks`` of its clips; each is seen through the 1, 3
+    or 10 windows of ``transforms.view_windows`` (the base's eval preset).
+
+    Attributes:
+        labels, videos, clips: ``(N',) int64`` per scored clip, in (video, clip) order.
+        index: ``(N',)`` their sample indices in the base dataset.
+    """
+
+    def __init__(self, base: ShardDataset, snippets: int, crops: int) -> None:
+        """Select the scored clips of ``base`` (an eval dataset)."""
+        if base.train:
+            raise ValueError("test-time views are taken from an evaluation dataset (train=False)")
+        super().__init__(base)
+        self.crops = crops
+        picked = [g[snippet_picks(len(g), snippets)] for g in self.groups]
+        self.index = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+        self.labels, self.videos, self.clips = (a[self.index] for a in (base.labels, base.videos, base.clips))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, np.int64, np.int64]:
+        i = int(self.index[int(j)])
+        return self.transform.views(self.base.raw(i), self.crops), self.base.labels[i], self.base.videos[i]

@@ -1,14 +1,20 @@
 """Training and evaluation of one stream: schedule, optimiser, checkpoints, resume, DDP.
 
-``train_stream`` trains a ``build_model`` network on the ``train`` shards of one modality
-(linear warm-up then cosine LR, per iteration), logs each epoch to dvclive, checkpoints
-after each epoch to a resume file beside the model (``resume_path``, no DVC output), then
-writes the per-clip softmax scores of ``val`` and ``test``, the stream's metrics and, last,
-the final model, and removes the resume file. Checkpoints describe themselves and hold
+``train_model`` (stage ``train``) trains a ``build_model`` network on the ``train`` shards of
+one modality (linear warm-up then cosine LR, per iteration), logs each epoch to dvclive,
+checkpoints after each epoch to a resume file beside the model (``resume_path``, no DVC
+output), writes the final model and removes the resume file. ``score_model`` (stage
+``score``) writes the softmax scores of ``val`` and ``test`` through the test-time views and
+the stream's metrics; ``train_stream`` does both. Checkpoints describe themselves and hold
 only tensors and plain values (``torch.load(..., weights_only=True)``); a resume file
 whose fingerprint (params, shard bytes, training code) matches is resumed. Each epoch
 reseeds torch and the loader from ``(seed, epoch, rank)``, so a resumed run repeats an
 uninterrupted one bit for bit on CPU.
+
+A training sample is one clip (``train.sampling: clip``) or, TSN's way, one video of K
+snippets whose logits are averaged before the loss (``segments``, ``dataset.SegmentDataset``).
+``train.partial_bn`` freezes every BatchNorm but the first; under DDP on GPUs the BatchNorms
+are synchronised across ranks.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) training runs DDP (gloo on CPU, NCCL on GPU) and
 evaluation gives each rank a contiguous block of samples, gathered in dataset order; only
 rank 0 writes files. channels_last everywhere, bf16 autocast on a GPU.
@@ -38,11 +44,11 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from twostream.config import ModelConfig, TrainConfig, result_params, usable_cores
-from twostream.dataset import ShardDataset, shard_files, training_dataset
+from twostream.config import ModelConfig, TrainConfig, ViewsConfig, result_params, usable_cores
+from twostream.dataset import SegmentDataset, ShardDataset, ViewDataset, shard_files, training_dataset
 from twostream.hmdb51 import write_json
 from twostream.metrics import Scores, evaluate, headline, save_scores, write_metrics
-from twostream.models import build_model
+from twostream.models import build_model, freeze_partial_bn, partial_bn_mode
 from twostream.scoring import (  # noqa: F401 - Dist, load_checkpoint: re-exported for callers
     Dist, eval_transform, load_checkpoint, model_from_checkpoint, predict, to_device,
 )
@@ -176,20 +182,32 @@ def train_loader(dataset: ShardDataset, spec: RunSpec, dist: Dist, epoch: int) -
                    sampler=sampler, generator=generator, drop_last=True)
 
 
+def forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Logits ``(B, K)`` of a batch: ``x (B, C, H, W)``, or ``(B, S, C, H, W)`` of S snippets per
+    sample, whose logits are averaged (TSN's consensus, before the loss)."""
+    if x.dim() == 5:
+        b, n = x.shape[:2]
+        return model(to_device(x.flatten(0, 1), device)).view(b, n, -1).mean(dim=1)
+    return model(to_device(x, device))
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LambdaLR, criterion: nn.Module,
-                    dist: Dist) -> float:
-    """One pass over ``loader``, stepping the scheduler per iteration.
+                    dist: Dist, partial_bn: bool = False) -> float:
+    """One pass over ``loader``, stepping the scheduler per iteration (``partial_bn``: every
+    BatchNorm but the first stays in eval mode).
 
     Returns:
         The mean training loss over all ranks' samples.
     """
     model.train()
+    if partial_bn:
+        partial_bn_mode(model)
     total = torch.zeros(2, dtype=torch.float64, device=dist.device)  # (loss sum, samples)
     for x, y, _ in loader:
-        x, y = to_device(x, dist.device), y.to(dist.device, non_blocking=True)
+        y = y.to(dist.device, non_blocking=True)
         with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
-            loss = criterion(model(x), y)
+            loss = criterion(forward(model, x, dist.device), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -317,12 +335,13 @@ class EpochLog:
 
 
 def _checkpoint(spec: RunSpec, data: ShardDataset, model: nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: Any, history: list[dict[str, Any]], print_: str) -> dict[str, Any]:
+                scheduler: Any, history: list[dict[str, Any]], print_: str, steps: int) -> dict[str, Any]:
     """A checkpoint that describes itself: what ``model_from_checkpoint``, ``eval_transform``
-    and ``resume`` need (``flow_scale``: the flow stream's input scale in pixels, else None)."""
+    and ``resume`` need (``flow_scale``: the flow stream's input scale in pixels, else None;
+    ``steps_per_epoch``: optimiser steps per epoch)."""
     return {"format": 2, "stream": spec.stream, "modality": spec.modality, "classes": list(data.classes),
             "in_channels": data.in_channels, "crop": spec.train.crop, "model_config": asdict(spec.model),
-            "flow_scale": data.transform.scale,
+            "flow_scale": data.transform.scale, "steps_per_epoch": steps,
             "params": spec.params(), "shard_params": data.params, "epoch": len(history),
             "history": history, "fingerprint": print_, "model": _unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
@@ -335,10 +354,28 @@ def _sync_buffers(model: nn.Module, dist: Dist) -> None:
             torch_dist.broadcast(buffer, 0)
 
 
+def prepare_batchnorm(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Module:
+    """``train.partial_bn``: freeze every BatchNorm but the first (``models.freeze_partial_bn``);
+    under DDP on more than one GPU, the others become SyncBatchNorm, whose statistics are
+    those of the whole batch across ranks. (PyTorch's SyncBatchNorm runs on GPUs only: on CPU
+    ranks each BatchNorm keeps its own batch statistics and ``_sync_buffers`` gives every rank
+    rank 0's running ones.)"""
+    if cfg.partial_bn:
+        frozen = freeze_partial_bn(model)
+        log.info("partial BatchNorm: %d of %d BatchNorm layers frozen", frozen, frozen + 1)
+    if dist.world > 1 and dist.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
 def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: Path, live_dir: Path,
         dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     """Train (or resume from ``checkpoint_path``) for ``spec.epochs``, checkpointing every epoch
     to ``checkpoint_path`` (rank 0).
+
+    With ``train.sampling: segments`` a sample is a video (``dataset.SegmentDataset``: K random
+    snippets in training; K centred ones for the per-epoch val figures), so the batch size
+    counts videos and an epoch is one pass over them.
 
     Returns:
         The final checkpoint (on every rank).
@@ -347,15 +384,19 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
         TrainingInterrupted: after the epoch named by ``$TWOSTREAM_STOP_AFTER_EPOCH``.
     """
     cfg = spec.train
-    steps = len(data) // dist.world // (cfg.batch_size // dist.world)
+    segments = cfg.sampling == "segments"
+    train_set = SegmentDataset(data, cfg.segments) if segments else data
+    val_set = SegmentDataset(val, cfg.segments) if segments else val
+    steps = len(train_set) // dist.world // (cfg.batch_size // dist.world)
     if steps < 1:
-        raise ValueError(f"{len(data)} training samples make no batch of train.batch_size {cfg.batch_size}")
+        unit = "videos" if segments else "samples"
+        raise ValueError(f"{len(train_set)} training {unit} make no batch of train.batch_size {cfg.batch_size}")
     print_ = fingerprint(spec, [p for role in ("train", *EVAL_ROLES) for p in shard_files(
         data.files[0].parents[1], spec.modality, role)])
     torch.manual_seed(spec.seed)
     model = build_model(spec.model.backbone, data.num_classes, data.in_channels, spec.model.pretrained,
                         spec.model.hidden, spec.model.dropout)
-    model = model.to(dist.device, memory_format=torch.channels_last)
+    model = prepare_batchnorm(model, cfg, dist).to(dist.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps, spec.epochs)
     start, history = resume(checkpoint_path, print_, model, optimizer, scheduler)
@@ -366,17 +407,18 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
     for epoch in range(start, spec.epochs):
         torch.manual_seed(epoch_seed(spec.seed, epoch, dist.rank))
         begin, lr = time.perf_counter(), scheduler.get_last_lr()[0]
-        loss = train_one_epoch(net, train_loader(data, spec, dist, epoch), optimizer, scheduler, criterion, dist)
+        loss = train_one_epoch(net, train_loader(train_set, spec, dist, epoch), optimizer, scheduler, criterion,
+                               dist, cfg.partial_bn)
         train_s = time.perf_counter() - begin
         _sync_buffers(model, dist)
-        probs, val_loss = predict(model, val, cfg.batch_size, cfg.workers, dist)
-        scores = evaluate(probs, val.labels, val.videos, val.classes, val.expected)
+        probs, val_loss = predict(model, val_set, cfg.batch_size, cfg.workers, dist)
+        scores = evaluate(probs, val_set.labels, val_set.videos, val_set.classes, val_set.expected)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss, "val_loss": val_loss,
                         "val_clip_top1": scores["clip_top1"], "val_video_top1": scores["video_top1"],
                         "train_seconds": train_s, "seconds": time.perf_counter() - begin,
                         "samples_per_s": steps * cfg.batch_size / train_s})
         if dist.main:
-            checkpoint = _checkpoint(spec, data, model, optimizer, scheduler, history, print_)
+            checkpoint = _checkpoint(spec, data, model, optimizer, scheduler, history, print_, steps)
             save_checkpoint(checkpoint_path, checkpoint)
             live.log(history[-1])
             if on_epoch:
@@ -385,23 +427,29 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
             raise TrainingInterrupted(f"stopped after epoch {epoch + 1} (${STOP_ENV})")
     if live:
         live.end()
-    return _checkpoint(spec, data, model, optimizer, scheduler, history, print_)
+    return _checkpoint(spec, data, model, optimizer, scheduler, history, print_, steps)
 
 
-def score_roles(checkpoint: dict[str, Any], spec: RunSpec, shard_dir: Path,
-                dist: Dist) -> tuple[dict[str, Scores], dict[str, list[dict[str, Any]]]]:
-    """Per-clip softmax scores of the ``val`` and ``test`` roles by the network of ``checkpoint``,
-    rebuilt as ``predict`` rebuilds it (``scoring.model_from_checkpoint``).
+def score_roles(checkpoint: dict[str, Any], shard_dir: Path, views: ViewsConfig, dist: Dist,
+                workers: int = 0) -> tuple[dict[str, Scores], dict[str, list[dict[str, Any]]]]:
+    """Softmax scores of the ``val`` and ``test`` roles by the network of ``checkpoint``, rebuilt as
+    ``predict`` rebuilds it (``scoring.model_from_checkpoint``), through the test-time ``views``:
+    per video ``views.snippets`` evenly spaced clips (0 = every clip), each the mean softmax of
+    its ``views.crops`` crops (``dataset.ViewDataset``). Val is scored as test is, so a fusion
+    fitted on val sees what it is tested on.
 
     Returns:
-        Per role its ``Scores``, and per role the records of its videos without samples
-        (``ShardDataset.missing``).
+        Per role its ``Scores`` (one row per scored clip), and per role the records of its
+        videos without samples (``ShardDataset.missing``).
     """
     model, out, missing = model_from_checkpoint(checkpoint, dist.device), {}, {}
+    batch = checkpoint["params"]["train"]["batch_size"]
     for role in EVAL_ROLES:
-        data = ShardDataset(shard_dir, spec.modality, role, False, spec.train.crop, checkpoint["flow_scale"])
-        assert data.transform == eval_transform(checkpoint)  # the transform predict applies
-        probs, _ = predict(model, data, spec.train.batch_size, spec.train.workers, dist)
+        base = ShardDataset(shard_dir, checkpoint["modality"], role, False, checkpoint["crop"],
+                            checkpoint["flow_scale"])
+        assert base.transform == eval_transform(checkpoint)  # the transform predict applies
+        data = ViewDataset(base, views.snippets, views.crops)
+        probs, _ = predict(model, data, batch, workers, dist)
         expected = data.expected or (None, None)
         out[role] = Scores(probs, data.labels, data.videos, data.clips, data.classes, *expected)
         missing[role] = data.missing
@@ -409,27 +457,23 @@ def score_roles(checkpoint: dict[str, Any], spec: RunSpec, shard_dir: Path,
     return out, missing
 
 
-def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
-                 metrics_path: str | os.PathLike, scores_dir: str | os.PathLike, live_dir: str | os.PathLike,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train one stream, then score and evaluate it; resumes a matching checkpoint.
+def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
+                live_dir: str | os.PathLike, on_epoch: Callable[[dict[str, Any]], None] | None = None
+                ) -> dict[str, Any]:
+    """Train one stream and write its final checkpoint; resumes a matching checkpoint.
 
     Args:
         spec: the run (stream, modality, epochs, seed, model and train params).
-        shard_dir: ``data/shards`` (reads ``<modality>/{train,val,test}-*.h5`` and ``expected.json``).
+        shard_dir: ``data/shards`` (reads ``<modality>/{train,val}-*.h5``; test's bytes enter
+            the fingerprint).
         model_path: the final checkpoint (``models/<stream>.pt``), written last; the per-epoch
             one goes to ``resume_path(model_path)``, resumed from when its fingerprint matches
             and removed once the final one is written.
-        metrics_path: ``metrics/<stream>.json``: ``metrics.headline`` of test and val.
-        scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``) and
-            ``report.json`` (the full ``evaluate`` of both roles: per class, confusion, missing
-            videos with the reasons the data stages gave).
         live_dir: dvclive folder (``dvclive/<stream>``): losses, accuracies, lr and timings per epoch.
         on_epoch: called on rank 0 with each new epoch's history record.
 
     Returns:
-        The metrics written, plus ``seconds`` (all runs of a resumed one) and ``samples_per_s``
-        (median over epochs), which stay out of the file (on every rank).
+        The final checkpoint (on every rank).
 
     Raises:
         ValueError: on bad params (optimizer, batch size), too little data, or all-still flow.
@@ -441,24 +485,62 @@ def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | 
     if spec.train.batch_size % dist.world:
         raise ValueError(f"train.batch_size {spec.train.batch_size} must split evenly over {dist.world} ranks")
     shard_dir, crop = Path(shard_dir), spec.train.crop
-    data = training_dataset(shard_dir, spec.modality, crop)
-    scale = data.transform.scale  # fitted for flow, else None
-    val = ShardDataset(shard_dir, spec.modality, "val", False, crop, scale)
+    data = training_dataset(shard_dir, spec.modality, crop, spec.train.augment)
+    val = ShardDataset(shard_dir, spec.modality, "val", False, crop, data.transform.scale)
     checkpoint = fit(spec, data, val, resume_path(model_path), Path(live_dir), dist, on_epoch)
-    begin = time.perf_counter()
-    scores, missing = score_roles(checkpoint, spec, shard_dir, dist)
+    if dist.main:
+        save_checkpoint(model_path, checkpoint)
+        resume_path(model_path).unlink(missing_ok=True)
+    return checkpoint
+
+
+def score_model(checkpoint: dict[str, Any], shard_dir: str | os.PathLike, views: ViewsConfig,
+                metrics_path: str | os.PathLike, scores_dir: str | os.PathLike,
+                workers: int = 0) -> dict[str, Any]:
+    """Score val and test by a trained stream (``score_roles``) and evaluate them.
+
+    Args:
+        checkpoint: the stream's final checkpoint (``load_checkpoint`` of ``models/<stream>.pt``).
+        shard_dir: ``data/shards``; views: the test-time views; workers: DataLoader workers.
+        metrics_path: ``metrics/<stream>.json``: ``metrics.headline`` of test and val, and
+            ``train_steps``, the optimiser steps the stream was trained for.
+        scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``) and
+            ``report.json`` (the full ``evaluate`` of both roles: per class, confusion, missing
+            videos with the reasons the data stages gave).
+
+    Returns:
+        The metrics written (on every rank; rank 0 writes the files).
+    """
+    dist = init_distributed()
+    scores, missing = score_roles(checkpoint, Path(shard_dir), views, dist, workers)
     results = {role: s.evaluate() for role, s in scores.items()}
-    metrics = headline(results["test"], results["val"])
-    history = checkpoint["history"]
+    steps = checkpoint.get("steps_per_epoch", 0) * checkpoint["epoch"]
+    metrics = {**headline(results["test"], results["val"]), "train_steps": steps}
     if dist.main:
         for role, s in scores.items():
             save_scores(Path(scores_dir) / f"{role}.npz", s)
-        write_json(Path(scores_dir) / REPORT_NAME, {"stream": spec.stream, "modality": spec.modality,
-                                                     "flow_scale": scale, **results, "missing": missing})
+        write_json(Path(scores_dir) / REPORT_NAME, {"stream": checkpoint["stream"], "modality": checkpoint["modality"],
+                                                     "flow_scale": checkpoint["flow_scale"], "views": asdict(views),
+                                                     **results, "missing": missing})
         write_metrics(metrics_path, metrics)
-        # last, so a run killed while scoring still finds its resume file
-        save_checkpoint(model_path, checkpoint)
-        resume_path(model_path).unlink(missing_ok=True)
+    return metrics
+
+
+def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
+                 metrics_path: str | os.PathLike, scores_dir: str | os.PathLike, live_dir: str | os.PathLike,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 views: ViewsConfig = ViewsConfig(0, 1)) -> dict[str, Any]:
+    """``train_model``, then ``score_model`` of its checkpoint: what the stages ``train`` and
+    ``score`` do one after the other (default views: every clip, the centre crop).
+
+    Returns:
+        The metrics written, plus ``seconds`` (all runs of a resumed one) and ``samples_per_s``
+        (median over epochs), which stay out of the file (on every rank).
+    """
+    checkpoint = train_model(spec, shard_dir, model_path, live_dir, on_epoch)
+    begin = time.perf_counter()
+    metrics = score_model(checkpoint, shard_dir, views, metrics_path, scores_dir, spec.train.workers)
+    history = checkpoint["history"]
     seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin
     return {**metrics, "seconds": round(seconds, 1),
             "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}

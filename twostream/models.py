@@ -82,7 +82,8 @@ def build_model(backbone: str, num_classes: int, in_channels: int = 3, pretraine
     Args:
         backbone: ``resnet18`` or ``resnet50``.
         num_classes: outputs of the head.
-        in_channels: 3 for rgb/sg3i, ``2L`` for flow (first conv via ``cross_modality_conv``).
+        in_channels: 3 for rgb/sg3i, ``2L`` for flow: the first conv via ``cross_modality_conv``
+            when ``pretrained`` is not ``none``, else initialised as torchvision initialises it.
         pretrained: ``none``, ``imagenet`` or a path to a local ``.pth`` state dict.
         hidden: width of the head's hidden FC layer.
         dropout: dropout probability between the head's two FC layers.
@@ -100,10 +101,40 @@ def build_model(backbone: str, num_classes: int, in_channels: int = 3, pretraine
         raise ValueError(f"need num_classes >= 2 and in_channels >= 1; got {num_classes}, {in_channels}")
     model = BACKBONES[backbone][0](weights=None)
     _load_trunk_weights(model, backbone, pretrained)
-    if in_channels != 3:
+    if in_channels != 3 and pretrained != "none":
         model.conv1 = cross_modality_conv(model.conv1, in_channels)
+    elif in_channels != 3:  # from scratch: torchvision's own init, every input channel its own kernel
+        old = model.conv1
+        model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                bias=old.bias is not None)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.fc = head(model.fc.in_features, hidden, num_classes, dropout)
     return model
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` in module order (``bn1`` of the trunk first)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_partial_bn(model: nn.Module) -> int:
+    """TSN's partial BatchNorm: every BatchNorm layer but the first keeps its statistics and
+    affine parameters (``requires_grad`` False). Call ``partial_bn_mode`` after each ``train()``.
+
+    Returns:
+        The number of frozen layers.
+    """
+    frozen = batchnorms(model)[1:]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return len(frozen)
+
+
+def partial_bn_mode(model: nn.Module) -> None:
+    """Put every BatchNorm layer but the first in eval mode (running statistics used, not updated)."""
+    for m in batchnorms(model)[1:]:
+        m.eval()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,7 +9,7 @@ compute what the stores would hold with ``sg3i.video_sg3i`` and ``flow.video_flo
 and flow stages' per-video functions; the fields through ``flow.codec_roundtrip``). Each
 stream then scores the clips with ``scoring.score_samples``, the code path the train stage
 scores val and test with (the network rebuilt from the checkpoint, its evaluation transform
-with the flow scale the checkpoint stores, the same batches), the fusion of
+with the flow scale the checkpoint stores, the same batches and test-time ``views``), the fusion of
 ``models/fusion.pt`` (written by the ``fuse`` stage) fuses the clip scores, and the video's
 scores are their mean.
 
@@ -30,8 +30,9 @@ import numpy as np
 
 from twostream.clips import clip_starts, needed_pairs, resample_indices
 from twostream.config import (
-    ClipConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, load_params, section, to_dict,
+    ClipConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, ViewsConfig, load_params, section, to_dict,
 )
+from twostream.dataset import snippet_picks
 from twostream.flow import codec_roundtrip, video_flow
 from twostream.fusion import STREAMS, AverageFusion, Fusion, check_method, load_fusion
 from twostream.frames import codec_roundtrip as frames_roundtrip
@@ -169,7 +170,8 @@ class Prediction:
     """What ``predict_video`` found for one video.
 
     Attributes:
-        classes: class names in label order; method: the fusion method; clips: C.
+        classes: class names in label order; method: the fusion method; clips: C, the clips
+            scored (``views.snippets`` of them, or all), each through ``views.crops`` crops.
         probs: ``(K,) float64`` fused video scores (mean over clips); streams: per stream
             its ``(K,)`` video scores.
     """
@@ -225,7 +227,10 @@ def predict_video(path: str | os.PathLike, models_dir: str | os.PathLike = "mode
         if other is not None and other != classes:
             raise PredictError(f"the {name} model has classes {other}, the {STREAMS[0]} model {classes}")
     samples = clip_samples(path, fp)
-    clips = {name: score_samples(c, samples[c["modality"]]) for name, c in checkpoints.items()}  # each (C, K)
+    views = section(params, "views", ViewsConfig)  # as the score stage scores val and test
+    picks = snippet_picks(len(samples["rgb"]), views.snippets)
+    clips = {name: score_samples(c, samples[c["modality"]][picks], crops=views.crops)
+             for name, c in checkpoints.items()}  # each (C', K)
     fused = fusion.predict_proba([clips[name] for name in STREAMS])  # (C, K)
     return Prediction(str(path), classes, method, len(fused), fused.mean(axis=0),
                       {name: s.mean(axis=0).astype(np.float64) for name, s in clips.items()})

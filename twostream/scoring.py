@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,16 +76,18 @@ def eval_transform(checkpoint: dict[str, Any]) -> Preset:
 
 
 class SampleDataset(Dataset):
-    """``(x, NO_LABEL, 0)`` for in-memory samples ``(N, H, W, C) uint8`` through ``transform``."""
+    """``(x (crops, C, crop, crop), NO_LABEL, 0)`` for in-memory samples ``(N, H, W, C) uint8``:
+    the ``crops`` test-time views of each through the eval ``transform`` (``Preset.views``), as
+    ``dataset.ViewDataset`` gives the score stage its shards' samples."""
 
-    def __init__(self, samples: np.ndarray, transform: Callable[[np.ndarray], torch.Tensor]) -> None:
-        self.samples, self.transform = samples, transform
+    def __init__(self, samples: np.ndarray, transform: Preset, crops: int = 1) -> None:
+        self.samples, self.transform, self.crops = samples, transform, crops
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, np.int64, np.int64]:
-        return self.transform(self.samples[int(i)]), np.int64(NO_LABEL), np.int64(0)
+        return self.transform.views(self.samples[int(i)], self.crops), np.int64(NO_LABEL), np.int64(0)
 
 
 @torch.no_grad()
@@ -93,9 +95,14 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, workers: int,
             dist: Dist) -> tuple[np.ndarray, float]:
     """Softmax scores of every sample, the ranks sharing the work in contiguous blocks.
 
+    A sample of several views, ``x (V, C, H, W)`` (``dataset.ViewDataset``,
+    ``dataset.SegmentDataset``), scores the mean of its views' softmax, and its loss is the
+    negative log of that mean; the loader then takes ``batch_size // V`` samples at a time
+    (at least 1), so the network still sees about ``batch_size`` inputs per call.
+
     Args:
         model: a network in eval mode on ``dist.device`` (``model_from_checkpoint``).
-        dataset: ``(x (C, H, W) float32, label, video)`` samples.
+        dataset: ``(x (C, H, W) or (V, C, H, W) float32, label, video)`` samples.
         batch_size, workers: DataLoader batch size and worker processes.
         dist: this process's rank, world size and device.
 
@@ -105,17 +112,27 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, workers: int,
     """
     n = len(dataset)
     start, stop = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
-    loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, num_workers=workers,
-                        pin_memory=dist.device.type == "cuda")
+    views = _views(dataset)
+    loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=max(1, batch_size // views),
+                        num_workers=workers, pin_memory=dist.device.type == "cuda")
     model.eval()
     probs, loss, labelled = [], 0.0, 0
     for x, y, _ in loader:
-        x, y = to_device(x, dist.device), y.to(dist.device)
-        with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
-            logits = model(x).float()
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum", ignore_index=NO_LABEL))
+        y = y.to(dist.device)
+        if x.dim() == 5:  # (B, V, C, H, W): the mean softmax of each sample's views
+            b, v = x.shape[:2]
+            with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
+                logits = model(to_device(x.flatten(0, 1), dist.device)).float()
+            p = logits.softmax(dim=1).view(b, v, -1).mean(dim=1)
+            loss += float(nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum",
+                                                 ignore_index=NO_LABEL))
+        else:
+            with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
+                logits = model(to_device(x, dist.device)).float()
+            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum", ignore_index=NO_LABEL))
+            p = logits.softmax(dim=1)
         labelled += int((y != NO_LABEL).sum())
-        probs.append(logits.softmax(dim=1).cpu().numpy())
+        probs.append(p.cpu().numpy())
     block = np.concatenate(probs) if probs else np.zeros((0, _classes(model)), np.float32)
     parts = [(start, block, loss, labelled)]
     if dist.world > 1:
@@ -126,24 +143,31 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, workers: int,
     return np.concatenate([p[1] for p in parts]).astype(np.float32), total_loss / max(total_labelled, 1)
 
 
+def _views(dataset: Dataset) -> int:
+    """Views per sample of ``dataset``: its ``crops`` (ViewDataset) or ``segments`` (SegmentDataset), else 1."""
+    return int(getattr(dataset, "crops", None) or getattr(dataset, "segments", None) or 1)
+
+
 def _classes(model: nn.Module) -> int:
     """Outputs of the network's last linear layer (shape of an empty score block)."""
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 def score_samples(checkpoint: dict[str, Any], samples: np.ndarray, device: torch.device | None = None,
-                  model: nn.Module | None = None) -> np.ndarray:
-    """Softmax scores ``(N, K) float32`` of a stream for samples ``(N, H, W, C) uint8``, in
-    batches of the checkpoint's ``train.batch_size``, exactly as the train stage scores its shards.
+                  model: nn.Module | None = None, crops: int = 1) -> np.ndarray:
+    """Softmax scores ``(N, K) float32`` of a stream for samples ``(N, H, W, C) uint8``, each the
+    mean over its ``crops`` test-time crops, in batches of the checkpoint's ``train.batch_size``
+    views, exactly as the score stage scores its shards.
 
     Args:
         checkpoint: a stream checkpoint (``load_checkpoint``).
         samples: the samples as the shards store them.
         device: where to run (default CPU).
         model: the checkpoint's network, if already built (``model_from_checkpoint``).
+        crops: 1, 3 or 10 (``transforms.view_windows``).
     """
     device = device or torch.device("cpu")
     model = model if model is not None else model_from_checkpoint(checkpoint, device)
-    data = SampleDataset(samples, eval_transform(checkpoint))
+    data = SampleDataset(samples, eval_transform(checkpoint), crops)
     probs, _ = predict(model, data, checkpoint["params"]["train"]["batch_size"], 0, Dist(0, 1, device))
     return probs

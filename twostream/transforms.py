@@ -2,8 +2,16 @@
 
 Two presets, side by side:
 
-- ``train_preset``: random ``crop x crop`` window, normalise, horizontal flip with p 0.5;
-- ``eval_preset``: centre ``crop x crop`` window, normalise.
+- ``train_preset``: a random window, normalise, horizontal flip with p 0.5. The window is
+  ``crop x crop`` anywhere (``augment: crop``) or TSN's multi-scale one (``multiscale``): each
+  side a fraction ``SCALES`` of the short side, the two at most one step apart (aspect
+  jitter), at one of 13 fixed places (corners, centre, ...), resized to ``crop x crop``;
+- ``eval_preset``: centre ``crop x crop`` window, normalise; ``Preset.views`` gives the 1, 3
+  or 10 test-time crops of a sample (``view_windows``).
+
+A ``Window`` is drawn once (``Preset.draw``) and applied (``Preset.apply``), so the snippets
+of one video can share it. A flow window is the same on every channel; resized, its x and
+y are multiplied by the resize factors, so the values stay pixels of the network's input.
 
 Normalisation per modality (``normalize``):
 
@@ -110,15 +118,21 @@ def _affine(modality: str, bound: float | None, scale: float | None) -> tuple[to
 
 @lru_cache(maxsize=None)
 def _fused_affine(modality: str, bound: float | None, scale: float | None, channels: int,
-                  flip: bool) -> tuple[np.ndarray, np.ndarray]:
+                  flip: bool, zoom: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """``_affine`` as read-only ndarrays ``(shift (C or 1, 1, 1), mul (C or 1, 1, 1)) float32`` for
     ``Preset``; for a flipped flow sample ``mul`` is negated on the x channels (even indices),
     which is ``hflip``'s negation exactly: ``a * -m == -(a * m)`` bit for bit in IEEE 754, whose
-    round-to-nearest is symmetric about 0."""
+    round-to-nearest is symmetric about 0. ``zoom = (zx, zy)``: a flow window resized by these
+    factors has its x channels multiplied by ``zx`` and its y channels by ``zy`` (motion in
+    pixels of the resized image)."""
     shift, mul = (t.numpy().copy() for t in _affine(modality, bound, scale))
-    if modality == "flow" and flip:
+    if modality == "flow" and (flip or zoom != (1.0, 1.0)):
         mul = np.repeat(mul, channels, axis=0)
-        mul[0::2] = -mul[0::2]
+        if zoom != (1.0, 1.0):
+            mul[0::2] *= np.float32(zoom[0])
+            mul[1::2] *= np.float32(zoom[1])
+        if flip:
+            mul[0::2] = -mul[0::2]
     shift.flags.writeable = mul.flags.writeable = False
     return shift, mul
 
@@ -155,15 +169,81 @@ def hflip(x: torch.Tensor, modality: str) -> torch.Tensor:
     return out
 
 
+AUGMENTS = ("crop", "multiscale")
+SCALES = (1.0, 0.875, 0.75, 0.66)  # multiscale: window sides as fractions of the sample's short side (TSN)
+MAX_DISTORT = 1  # multiscale: the height's and width's scales at most this many steps of SCALES apart
+CROPS = (1, 3, 10)  # test-time crops per snippet (``view_windows``)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a sample's input comes from: a ``height x width`` window at ``(top, left)``, mirrored
+    when ``flip``; resized to the preset's ``crop x crop`` when its sides differ from it."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
+
+
+def fixed_offsets(height: int, width: int, h: int, w: int) -> list[tuple[int, int]]:
+    """The 13 ``(top, left)`` positions of an ``h x w`` window in a ``height x width`` sample that
+    TSN's corner cropping draws from: the four corners, the centre, the middles of the four
+    sides, and the centres of the four quarters (duplicates kept, as drawn)."""
+    dy, dx = (height - h) // 4, (width - w) // 4
+    return [(0, 0), (0, 4 * dx), (4 * dy, 0), (4 * dy, 4 * dx), (2 * dy, 2 * dx),
+            (2 * dy, 0), (2 * dy, 4 * dx), (4 * dy, 2 * dx), (0, 2 * dx),
+            (dy, dx), (dy, 3 * dx), (3 * dy, dx), (3 * dy, 3 * dx)]
+
+
+def scale_pairs(height: int, width: int, crop: int, scales: tuple[float, ...] = SCALES,
+                max_distort: int = MAX_DISTORT) -> list[tuple[int, int]]:
+    """The ``(h, w)`` window sizes multiscale cropping draws from: each side ``scale * short side``
+    (at least 1, at most the crop's own side when that is within 2 pixels, as TSN snaps them),
+    the two sides' scales at most ``max_distort`` steps apart (aspect jitter)."""
+    base = min(height, width)
+    sides = [max(1, int(base * s)) for s in scales]
+    sides = [crop if abs(side - crop) < 3 else side for side in sides]
+    return [(sides[i], sides[j]) for i in range(len(sides)) for j in range(len(sides))
+            if abs(i - j) <= max_distort and sides[i] <= height and sides[j] <= width]
+
+
+def view_windows(height: int, width: int, crop: int, crops: int) -> list[Window]:
+    """The test-time windows of one snippet: 1 (the centre), 3 (start, centre and end along the
+    long side, centred across it) or 10 (the four corners and the centre, then the same five
+    mirrored), each ``crop x crop``.
+
+    Raises:
+        ValueError: on another number of crops, or a crop larger than the sample.
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {', '.join(map(str, CROPS))}; got {crops}")
+    if not 1 <= crop <= min(height, width):
+        raise ValueError(f"crop must be in 1..{min(height, width)} for a {height}x{width} sample; got {crop}")
+    cy, cx, ey, ex = (height - crop) // 2, (width - crop) // 2, height - crop, width - crop
+    if crops == 1:
+        places = [(cy, cx)]
+    elif crops == 3:
+        places = [(cy, 0), (cy, cx), (cy, ex)] if width >= height else [(0, cx), (cy, cx), (ey, cx)]
+    else:
+        places = [(0, 0), (0, ex), (ey, 0), (ey, ex), (cy, cx)]
+    windows = [Window(top, left, crop, crop) for top, left in places]
+    if crops == 10:
+        windows += [Window(w.top, w.left, crop, crop, True) for w in windows]
+    return windows
+
+
 @dataclass(frozen=True)
 class Preset:
     """A sample transform: ``(H, W, C) uint8`` ndarray -> ``(C, crop, crop) float32`` tensor."""
 
     modality: str  # rgb | sg3i | flow
     crop: int  # output side in pixels
-    train: bool  # True: random crop + flip with p 0.5; False: centre crop
+    train: bool  # True: a random window (``augment``) + flip with p 0.5; False: centre crop
     bound: float | None = None  # flow only: quantisation bound in pixels
     scale: float | None = None  # flow only: divisor in pixels (``flow_rms`` of the train split)
+    augment: str = "crop"  # training windows: crop (crop x crop anywhere) | multiscale (TSN's, resized)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -172,34 +252,93 @@ class Preset:
             check_flow(self.bound, self.scale)
         if self.crop < 1:
             raise ValueError(f"crop must be >= 1; got {self.crop}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {self.augment!r}")
+
+    def draw(self, height: int, width: int) -> Window:
+        """The window of one training sample of ``height x width`` (eval: the centre crop), from
+        torch's RNG: ``crop`` draws its top, its left, then the flip; ``multiscale`` draws a size
+        of ``scale_pairs``, a position of ``fixed_offsets``, then the flip.
+
+        Raises:
+            ValueError: on a crop larger than the sample.
+        """
+        if not 1 <= self.crop <= min(height, width):
+            raise ValueError(f"crop must be in 1..{min(height, width)} for a {height}x{width} sample; "
+                             f"got {self.crop}")
+        if not self.train:
+            return Window((height - self.crop) // 2, (width - self.crop) // 2, self.crop, self.crop)
+        if self.augment == "crop":
+            top = int(torch.randint(height - self.crop + 1, ()))
+            left = int(torch.randint(width - self.crop + 1, ()))
+            h = w = self.crop
+        else:
+            pairs = scale_pairs(height, width, self.crop)
+            h, w = pairs[int(torch.randint(len(pairs), ()))]
+            offsets = fixed_offsets(height, width, h, w)
+            top, left = offsets[int(torch.randint(len(offsets), ()))]
+        return Window(top, left, h, w, float(torch.rand(())) < 0.5)
 
     def __call__(self, x: np.ndarray) -> torch.Tensor:
-        """``(H, W, C) uint8`` -> ``(C, crop, crop) float32``: the values of ``normalize`` of the
-        window (then ``hflip`` when drawn), bit for bit, with the same RNG draws (crop offsets, then
-        the flip); the uint8 window is flipped and laid out as CHW before the one float pass.
+        """``(H, W, C) uint8`` -> ``(C, crop, crop) float32``: ``apply`` of a ``draw`` window.
+
+        For ``crop`` windows the values are those of ``normalize`` of the window (then ``hflip``
+        when drawn), bit for bit, with the same RNG draws (crop offsets, then the flip).
 
         Raises:
             ValueError: on a crop larger than the sample, or an image sample without 3 channels.
         """
-        window = random_crop(x, self.crop) if self.train else center_crop(x, self.crop)
-        if self.modality != "flow" and window.shape[2] != 3:
+        return self.apply(x, self.draw(x.shape[0], x.shape[1]))
+
+    def apply(self, x: np.ndarray, window: Window) -> torch.Tensor:
+        """The network input of ``x`` through ``window``: cut, mirrored if it says so, resized
+        to ``crop x crop`` (bilinear on the bytes; flow's x and y then scaled by the resize
+        factors), normalised. The uint8 window is flipped and laid out as CHW before the one
+        float pass; mirroring the bytes is 4x cheaper than mirroring the floats.
+
+        Raises:
+            ValueError: on a window outside the sample, or an image sample without 3 channels.
+        """
+        if self.modality != "flow" and x.shape[2] != 3:
             raise ValueError(f"{self.modality} samples have 3 channels; got {tuple(x.shape)}")
-        flip = self.train and float(torch.rand(())) < 0.5
-        if flip:
-            window = window[:, ::-1]  # mirroring the bytes is 4x cheaper than mirroring the floats
-        chw = np.ascontiguousarray(hwc_to_chw(window))  # (C, crop, crop) uint8: the one gather, a byte a value
+        t, l, h, w = window.top, window.left, window.height, window.width
+        if not (0 <= t and t + h <= x.shape[0] and 0 <= l and l + w <= x.shape[1] and h >= 1 and w >= 1):
+            raise ValueError(f"window {window} is outside the {x.shape[0]}x{x.shape[1]} sample")
+        cut = x[t:t + h, l:l + w]
+        if window.flip:
+            cut = cut[:, ::-1]
+        zoom = (1.0, 1.0)
+        if (h, w) != (self.crop, self.crop):
+            cut = _resize(cut, self.crop)
+            zoom = (self.crop / w, self.crop / h)
+        chw = np.ascontiguousarray(hwc_to_chw(cut))  # (C, crop, crop) uint8: the one gather, a byte a value
         flow = self.modality == "flow"  # normalize's cache key: Python floats for flow, else None
         shift, mul = _fused_affine(self.modality, float(self.bound) if flow else None,
-                                   float(self.scale) if flow else None, chw.shape[0], flip)
+                                   float(self.scale) if flow else None, chw.shape[0], window.flip,
+                                   zoom if flow else (1.0, 1.0))
         out = np.empty(chw.shape, np.float32)  # (C, crop, crop) float32: the sample, no temporaries
         np.add(chw, shift, out=out)  # float32(q) + shift, one rounding, as normalize's add
         np.multiply(out, mul, out=out)  # then * mul, one rounding, as normalize's mul_
         return torch.from_numpy(out)
 
+    def views(self, x: np.ndarray, crops: int) -> torch.Tensor:
+        """The test-time views of one sample: ``(crops, C, crop, crop) float32``, one per window of
+        ``view_windows`` (1, 3 or 10)."""
+        return torch.stack([self.apply(x, w) for w in view_windows(x.shape[0], x.shape[1], self.crop, crops)])
 
-def train_preset(modality: str, crop: int, bound: float | None = None, scale: float | None = None) -> Preset:
-    """Training transform: random ``crop x crop`` window, normalise, flip with p 0.5."""
-    return Preset(modality, crop, True, bound, scale)
+
+def _resize(x: np.ndarray, side: int) -> np.ndarray:
+    """``(h, w, C) uint8`` -> ``(side, side, C) uint8``, bilinear (OpenCV, any number of channels)."""
+    import cv2  # only multiscale windows are resized
+
+    out = cv2.resize(np.ascontiguousarray(x), (side, side), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(side, side, x.shape[2])
+
+
+def train_preset(modality: str, crop: int, bound: float | None = None, scale: float | None = None,
+                 augment: str = "crop") -> Preset:
+    """Training transform: a random window (``augment``: crop | multiscale), normalise, flip with p 0.5."""
+    return Preset(modality, crop, True, bound, scale, augment)
 
 
 def eval_preset(modality: str, crop: int, bound: float | None = None, scale: float | None = None) -> Preset:
