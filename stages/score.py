@@ -18,7 +18,8 @@ import os
 import time
 
 from twostream.config import TrainConfig, ViewsConfig, load_params, section, stage_main
-from twostream.engine import load_checkpoint, score_model
+from twostream.evaluation import score_model
+from twostream.scoring import load_checkpoint
 
 STREAMS = ("spatial", "temporal")
 

@@ -57,8 +57,8 @@ def test_every_rule_names_a_field():
     ("views", "crops", 5, "views.crops must be one of 1, 3, 10; got 5"),
     ("views", "snippets", -1, "views.snippets must be an integer >= 0 (0 = every clip); got -1"),
     ("train", "epochs_", 1, "unknown key train.epochs_; allowed: optimizer, lr, momentum, weight_decay, "
-                            "warmup_epochs, label_smoothing, batch_size, crop, sampling, segments, augment, partial_bn, "
-                            "workers, threads"),
+                            "warmup_epochs, label_smoothing, batch_size, crop, sampling, segments, augment, "
+                            "partial_bn, workers, threads"),
     ("temporal", "input", "rgb", "temporal.input must be one of flow, sg3i; got 'rgb'"),
     ("flow", "backend", "cuda", "flow.backend must be one of opencv, torch, auto; got 'cuda'"),
     ("data", "split", 4, "data.split must be one of 1, 2, 3; got 4"),

@@ -65,7 +65,7 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     n_test = sum(e["role"] == "test" for e in index)
     for stream in ("spatial", "temporal"):
         metrics = json.loads((repo_copy / f"metrics/{stream}.json").read_text())
-        assert sorted(metrics) == sorted(HEADLINE)  # headline figures only
+        assert sorted(metrics) == sorted([*HEADLINE, "train_steps"])  # headline figures only
         for key in ("video_top1", "video_top5", "clip_top1", "mean_class_acc", "val_video_top1"):
             assert 0.0 <= metrics[key] <= 1.0
         assert metrics["n_videos"] == n_test  # every test video of the index counts
@@ -165,7 +165,9 @@ def check_fusion_experiment(repo) -> None:
     table = run(["dvc", "exp", "show", "--md", "--only-changed"], repo).stdout.splitlines()
     header = [cell.strip() for cell in table[0].strip().strip("|").split("|")]
     # headline-only metrics files keep the table readable: the param and the fusion figures that changed
-    assert len(header) <= 15 and "fusion" in header and "metrics/fusion.json:video_top1" in header, table[0]
+    # (which fusion figures differ between two methods depends on the tiny run, so any of them)
+    assert len(header) <= 15 and "fusion" in header and any(h.startswith("metrics/fusion.json:") for h in header), \
+        table[0]
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
     assert {"plots/fusion/confusion.csv", "plots/fusion/per_class.csv"} <= set(plots)
     # predict with the experiment's models, on a video of the demo set

@@ -103,7 +103,7 @@ def test_samples_are_the_shards_of_the_pipeline(setup, tmp_path):
     for name in ("spatial", "temporal"):
         ck = load_checkpoint(setup / "models" / f"{name}.pt")
         data = ShardDataset(tmp_path / "shards", ck["modality"], "test", False, ck["crop"], ck["flow_scale"])
-        for crops in (1, 10):  # the score stage's views of the shards (engine.score_roles)
+        for crops in (1, 10):  # the score stage's views of the shards (evaluation.score_roles)
             stage, _ = predict(model_from_checkpoint(ck), ViewDataset(data, 0, crops), ck["params"]["train"][
                 "batch_size"], 0, Dist(0, 1, torch.device("cpu")))
             np.testing.assert_array_equal(score_samples(ck, samples[ck["modality"]], crops=crops), stage)

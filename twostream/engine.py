@@ -3,9 +3,9 @@
 ``train_model`` (stage ``train``) trains a ``build_model`` network on the ``train`` shards of
 one modality (linear warm-up then cosine LR, per iteration), logs each epoch to dvclive,
 checkpoints after each epoch to a resume file beside the model (``resume_path``, no DVC
-output), writes the final model and removes the resume file. ``score_model`` (stage
-``score``) writes the softmax scores of ``val`` and ``test`` through the test-time views and
-the stream's metrics; ``train_stream`` does both. Checkpoints describe themselves and hold
+output), writes the final model and removes the resume file. ``evaluation.score_model``
+(stage ``score``) writes the softmax scores of ``val`` and ``test`` through the test-time
+views and the stream's metrics; ``train_stream`` does both. Checkpoints describe themselves and hold
 only tensors and plain values (``torch.load(..., weights_only=True)``); a resume file
 whose fingerprint (params, shard bytes, training code) matches is resumed. Each epoch
 reseeds torch and the loader from ``(seed, epoch, rank)``, so a resumed run repeats an
@@ -19,10 +19,8 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) training runs DDP (gloo on CPU, NCCL on 
 evaluation gives each rank a contiguous block of samples, gathered in dataset order; only
 rank 0 writes files. channels_last everywhere, bf16 autocast on a GPU.
 
-Val and test are scored by the network rebuilt from the final checkpoint
-(``scoring.model_from_checkpoint``), the code path ``predict`` takes for a new video, so
-the stage's scores are the CLI's on any CPU. A flow stream divides its input by the RMS
-of its train split's flow (``dataset.fit_flow_scale``), stored in the checkpoint.
+A flow stream divides its input by the RMS of its train split's flow
+(``dataset.fit_flow_scale``), stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -45,12 +43,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from twostream.config import ModelConfig, TrainConfig, ViewsConfig, result_params, usable_cores
-from twostream.dataset import SegmentDataset, ShardDataset, ViewDataset, shard_files, training_dataset
-from twostream.hmdb51 import write_json
-from twostream.metrics import Scores, evaluate, headline, save_scores, write_metrics
+from twostream.dataset import SegmentDataset, ShardDataset, shard_files, training_dataset
+from twostream.evaluation import EVAL_ROLES, score_model
+from twostream.metrics import evaluate
 from twostream.models import build_model, freeze_partial_bn, partial_bn_mode
-from twostream.scoring import (  # noqa: F401 - Dist, load_checkpoint: re-exported for callers
-    Dist, eval_transform, load_checkpoint, model_from_checkpoint, predict, to_device,
+from twostream.scoring import (  # noqa: F401 - re-exported for callers: Dist, load_checkpoint, ...
+    Dist, eval_transform, init_distributed, load_checkpoint, model_from_checkpoint, predict, to_device,
 )
 
 log = logging.getLogger(__name__)
@@ -58,8 +56,6 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 STOP_ENV = "TWOSTREAM_STOP_AFTER_EPOCH"  # tests: stop after saving this epoch's checkpoint
 CODE = ("engine.py", "models.py", "dataset.py", "transforms.py", "scoring.py")  # sources in the fingerprint
-EVAL_ROLES = ("val", "test")
-REPORT_NAME = "report.json"  # in the scores folder: the full evaluation of val and test
 
 
 class TrainingInterrupted(RuntimeError):
@@ -130,20 +126,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     total = epochs * steps_per_epoch
     warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total))
-
-
-def init_distributed() -> Dist:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, else gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, device)
 
 
 def configure_runtime(cfg: TrainConfig, dist: Dist) -> None:
@@ -430,33 +412,6 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
     return _checkpoint(spec, data, model, optimizer, scheduler, history, print_, steps)
 
 
-def score_roles(checkpoint: dict[str, Any], shard_dir: Path, views: ViewsConfig, dist: Dist,
-                workers: int = 0) -> tuple[dict[str, Scores], dict[str, list[dict[str, Any]]]]:
-    """Softmax scores of the ``val`` and ``test`` roles by the network of ``checkpoint``, rebuilt as
-    ``predict`` rebuilds it (``scoring.model_from_checkpoint``), through the test-time ``views``:
-    per video ``views.snippets`` evenly spaced clips (0 = every clip), each the mean softmax of
-    its ``views.crops`` crops (``dataset.ViewDataset``). Val is scored as test is, so a fusion
-    fitted on val sees what it is tested on.
-
-    Returns:
-        Per role its ``Scores`` (one row per scored clip), and per role the records of its
-        videos without samples (``ShardDataset.missing``).
-    """
-    model, out, missing = model_from_checkpoint(checkpoint, dist.device), {}, {}
-    batch = checkpoint["params"]["train"]["batch_size"]
-    for role in EVAL_ROLES:
-        base = ShardDataset(shard_dir, checkpoint["modality"], role, False, checkpoint["crop"],
-                            checkpoint["flow_scale"])
-        assert base.transform == eval_transform(checkpoint)  # the transform predict applies
-        data = ViewDataset(base, views.snippets, views.crops)
-        probs, _ = predict(model, data, batch, workers, dist)
-        expected = data.expected or (None, None)
-        out[role] = Scores(probs, data.labels, data.videos, data.clips, data.classes, *expected)
-        missing[role] = data.missing
-        data.close()
-    return out, missing
-
-
 def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
                 live_dir: str | os.PathLike, on_epoch: Callable[[dict[str, Any]], None] | None = None
                 ) -> dict[str, Any]:
@@ -492,38 +447,6 @@ def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | o
         save_checkpoint(model_path, checkpoint)
         resume_path(model_path).unlink(missing_ok=True)
     return checkpoint
-
-
-def score_model(checkpoint: dict[str, Any], shard_dir: str | os.PathLike, views: ViewsConfig,
-                metrics_path: str | os.PathLike, scores_dir: str | os.PathLike,
-                workers: int = 0) -> dict[str, Any]:
-    """Score val and test by a trained stream (``score_roles``) and evaluate them.
-
-    Args:
-        checkpoint: the stream's final checkpoint (``load_checkpoint`` of ``models/<stream>.pt``).
-        shard_dir: ``data/shards``; views: the test-time views; workers: DataLoader workers.
-        metrics_path: ``metrics/<stream>.json``: ``metrics.headline`` of test and val, and
-            ``train_steps``, the optimiser steps the stream was trained for.
-        scores_dir: ``data/scores/<stream>``: ``val.npz`` and ``test.npz`` (``save_scores``) and
-            ``report.json`` (the full ``evaluate`` of both roles: per class, confusion, missing
-            videos with the reasons the data stages gave).
-
-    Returns:
-        The metrics written (on every rank; rank 0 writes the files).
-    """
-    dist = init_distributed()
-    scores, missing = score_roles(checkpoint, Path(shard_dir), views, dist, workers)
-    results = {role: s.evaluate() for role, s in scores.items()}
-    steps = checkpoint.get("steps_per_epoch", 0) * checkpoint["epoch"]
-    metrics = {**headline(results["test"], results["val"]), "train_steps": steps}
-    if dist.main:
-        for role, s in scores.items():
-            save_scores(Path(scores_dir) / f"{role}.npz", s)
-        write_json(Path(scores_dir) / REPORT_NAME, {"stream": checkpoint["stream"], "modality": checkpoint["modality"],
-                                                     "flow_scale": checkpoint["flow_scale"], "views": asdict(views),
-                                                     **results, "missing": missing})
-        write_metrics(metrics_path, metrics)
-    return metrics
 
 
 def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,

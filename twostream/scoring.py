@@ -1,13 +1,14 @@
-"""Scoring with a stream checkpoint: the one code path of the train stage, ``predict`` and the tests.
+"""Scoring with a stream checkpoint: the one code path of the score stage, ``predict`` and the tests.
 
 A checkpoint becomes a network with ``model_from_checkpoint`` (weights loaded, eval mode,
 channels_last on its device) and its input transform with ``eval_transform``; ``predict``
-runs a dataset of ``(x, label, video)`` samples through the network in batches. The train
-stage scores val and test by rebuilding its network from the checkpoint it just wrote, and
-``python -m twostream predict`` scores a new video's clips with ``score_samples``, which
-wraps them in a ``SampleDataset`` and calls the same ``predict``. So both use the same
-memory layout, batch size and autocast: oneDNN (and cuDNN) pick their kernels by layout,
-and on some CPUs NCHW and channels_last differ in the 7th digit.
+runs a dataset of ``(x, label, video)`` samples, or of their test-time views, through the
+network in batches. The score stage scores val and test by rebuilding the network from the
+train stage's checkpoint (``evaluation.score_model``), and ``python -m twostream predict``
+scores a new video's clips with ``score_samples``, which wraps them in a ``SampleDataset``
+and calls the same ``predict``. So both use the same memory layout, batch size and
+autocast: oneDNN (and cuDNN) pick their kernels by layout, and on some CPUs NCHW and
+channels_last differ in the 7th digit. ``init_distributed`` joins torchrun's process group.
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ class Dist:
     @property
     def main(self) -> bool:  # the process that writes files
         return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, device)
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
