@@ -255,3 +255,60 @@ def test_videos_without_samples_count_as_wrong(first_run, shards, tmp_path):
     assert report["test"]["missing"] == [100, 101] and report["missing"]["test"] == missing
     test = load_scores(tmp_path / "scores" / "test.npz")
     np.testing.assert_array_equal(test.expected_videos, [18, 19, 20, 21, 22, 23, 100, 101])
+
+
+def _resume_rank(rank: int, port: int, paths: list[str], out: str) -> None:
+    """One of two gloo ranks: resume from ``paths[rank]`` (the other rank's node-local copy), save what it got."""
+    import torch.distributed as torch_dist
+
+    torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(100 + rank)  # other starting weights on each rank
+        model = torch.nn.Linear(4, 3)
+        optimizer = build_optimizer(model, TRAIN)
+        scheduler = build_scheduler(optimizer, TRAIN, 3, 2)
+        epoch, history = resume(Path(paths[rank]), "print", model, optimizer, scheduler,
+                                Dist(rank, 2, torch.device("cpu")))
+        torch.save({"epoch": epoch, "history": history, "weight": model.weight.detach().clone(),
+                    "step": scheduler.last_epoch}, f"{out}.{rank}")
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_rank_0_alone_decides_whether_to_resume_and_sends_the_checkpoint(tmp_path):
+    """Under DDP only rank 0 reads the resume file: a rank whose disk lacks it (node-local disks
+    on several nodes) still resumes from epoch 1 with rank 0's weights, instead of starting fresh."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from twostream.engine import rng_states
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = build_optimizer(model, TRAIN)
+    scheduler = build_scheduler(optimizer, TRAIN, 3, 2)
+    optimizer.step()
+    scheduler.step()
+    history = [{"epoch": 1, "train_loss": 1.0}]
+    save_checkpoint(tmp_path / "resume.pt", {"fingerprint": "print", "model": model.state_dict(), "epoch": 1,
+                                             "optimizer": optimizer.state_dict(), "history": history,
+                                             "scheduler": scheduler.state_dict(), "rng": rng_states()})
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    paths = [str(tmp_path / "resume.pt"), str(tmp_path / "node1" / "resume.pt")]  # rank 1's disk has none
+    mp.spawn(_resume_rank, args=(free_port(), paths, str(tmp_path / "got")), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"got.{rank}", weights_only=True) for rank in (0, 1)]
+    for g in got:
+        assert (g["epoch"], g["history"], g["step"]) == (1, history, 1)
+        assert torch.equal(g["weight"], model.weight.detach())  # rank 0's checkpoint, bit for bit
+    # rank 0 decides "fresh" for both when its file has another fingerprint, whatever rank 1's disk holds
+    save_checkpoint(tmp_path / "node1" / "resume.pt", torch.load(tmp_path / "resume.pt", weights_only=True))
+    save_checkpoint(tmp_path / "resume.pt", {"fingerprint": "other"})
+    mp.spawn(_resume_rank, args=(free_port(), paths, str(tmp_path / "fresh")), nprocs=2, join=True)
+    for rank in (0, 1):
+        fresh = torch.load(tmp_path / f"fresh.{rank}", weights_only=True)
+        assert (fresh["epoch"], fresh["history"], fresh["step"]) == (0, [], 0)

@@ -256,28 +256,47 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def resume(path: Path, print_: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: torch.optim.lr_scheduler.LambdaLR) -> tuple[int, list[dict[str, Any]]]:
-    """Load the checkpoint at ``path`` into the objects if its fingerprint is ``print_``.
-
-    Returns:
-        ``(completed epochs, per-epoch history)``; ``(0, [])`` when starting fresh.
-    """
+def read_resumable(path: Path, print_: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it can be read and its fingerprint is ``print_``, else None
+    (the reason logged)."""
     if not path.is_file():
-        return 0, []
+        return None
     try:
         checkpoint = load_checkpoint(path)
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         log.warning("cannot read checkpoint %s (%s): starting fresh", path, e)
-        return 0, []
+        return None
     if checkpoint.get("fingerprint") != print_:
         log.info("checkpoint %s was made with other params, shard data or code: starting fresh", path)
+        return None
+    return checkpoint
+
+
+def resume(path: Path, print_: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LambdaLR, dist: Dist | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """Load the checkpoint at ``path`` into the objects if its fingerprint is ``print_``.
+
+    Rank 0 alone reads ``path`` and decides (``read_resumable``); under DDP it sends the
+    checkpoint, or the decision to start fresh, to every other rank, which never opens the
+    file: on several nodes their disks may lack it or hold another one (rank 0 is the rank
+    that writes it).
+
+    Returns:
+        ``(completed epochs, per-epoch history)``; ``(0, [])`` when starting fresh (on every rank).
+    """
+    main = dist is None or dist.main
+    checkpoint = read_resumable(path, print_) if main else None
+    if dist is not None and dist.world > 1:
+        box = [checkpoint]
+        torch_dist.broadcast_object_list(box, src=0)
+        checkpoint = box[0]
+    if checkpoint is None:
         return 0, []
     _unwrap(model).load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_states(checkpoint["rng"])
-    log.info("resuming %s after epoch %d", path, checkpoint["epoch"])
+    log.info("resuming %s after epoch %d%s", path, checkpoint["epoch"], "" if main else " (rank 0's checkpoint)")
     return checkpoint["epoch"], checkpoint["history"]
 
 
@@ -381,7 +400,7 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
     model = prepare_batchnorm(model, cfg, dist).to(dist.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps, spec.epochs)
-    start, history = resume(checkpoint_path, print_, model, optimizer, scheduler)
+    start, history = resume(checkpoint_path, print_, model, optimizer, scheduler, dist)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type
                                               == "cuda" else None) if dist.world > 1 else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
