@@ -64,7 +64,7 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, shard_dir: str | os.PathLike, modality: str, role: str, train: bool,
-                 crop: int, flow_scale: float | None = None) -> None:
+                 crop: int, flow_scale: float | None = None, augment: str = "crop") -> None:
         """Index the shard files (reads labels and attributes, no samples).
 
         Args:
@@ -75,6 +75,7 @@ class ShardDataset(Dataset):
             crop: output side in pixels (at most the stored height and width).
             flow_scale: flow only: the normalisation scale in pixels (``fit_flow_scale`` of
                 the train split; the checkpoint stores it).
+            augment: the training preset's windows: ``crop`` | ``multiscale`` (``transforms.Preset``).
 
         Raises:
             ValueError: on an unknown modality or role, a crop larger than the samples, or
@@ -113,7 +114,8 @@ class ShardDataset(Dataset):
         self.bound: float | None = float(self.params["flow"]["bound"]) if modality == "flow" else None
         self.transform: Preset | None = None
         if modality != "flow" or flow_scale is not None:
-            self.transform = (train_preset if train else eval_preset)(modality, crop, self.bound, flow_scale)
+            self.transform = (train_preset(modality, crop, self.bound, flow_scale, augment) if train
+                              else eval_preset(modality, crop, self.bound, flow_scale))
         self._handles: dict[int, h5py.Dataset] = {}
         self._pid = os.getpid()
 
@@ -195,10 +197,7 @@ def training_dataset(shard_dir: str | os.PathLike, modality: str, crop: int,
     stage trains on it: for flow, with the scale ``fit_flow_scale`` fits on these samples
     (``.transform.scale``)."""
     scale = fit_flow_scale(ShardDataset(shard_dir, "flow", "train", True, crop)) if modality == "flow" else None
-    data = ShardDataset(shard_dir, modality, "train", True, crop, scale)
-    if augment != "crop":
-        data.transform = train_preset(modality, crop, data.bound, scale, augment)
-    return data
+    return ShardDataset(shard_dir, modality, "train", True, crop, scale, augment)
 
 
 def video_groups(videos: np.ndarray, clips: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -265,6 +264,7 @@ class SegmentDataset(_Grouped):
             raise ValueError(f"train.segments must be >= 1; got {segments}")
         super().__init__(base)
         self.segments, self.train = segments, base.train
+        self.views_per_sample = segments  # what scoring.predict batches by
         self.labels = np.asarray([base.labels[g[0]] for g in self.groups], np.int64)
         self.videos = self.ids
 
@@ -295,7 +295,7 @@ class ViewDataset(_Grouped):
         if base.train:
             raise ValueError("test-time views are taken from an evaluation dataset (train=False)")
         super().__init__(base)
-        self.crops = crops
+        self.crops = self.views_per_sample = crops  # what scoring.predict batches by
         picked = [g[snippet_picks(len(g), snippets)] for g in self.groups]
         self.index = np.concatenate(picked) if picked else np.zeros(0, np.int64)
         self.labels, self.videos, self.clips = (a[self.index] for a in (base.labels, base.videos, base.clips))

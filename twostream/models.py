@@ -31,6 +31,12 @@ def head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.
     )
 
 
+def conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A new conv of ``conv``'s geometry (outputs, kernel, stride, padding, bias) for ``in_channels`` inputs."""
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     bias=conv.bias is not None)
+
+
 def cross_modality_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A first conv for ``in_channels`` inputs initialised from an RGB conv.
 
@@ -45,8 +51,7 @@ def cross_modality_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     Returns:
         A new conv with weight ``(out, in_channels, kh, kw)``.
     """
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                    conv.padding, bias=conv.bias is not None)
+    new = conv_like(conv, in_channels)
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)  # (out, 1, kh, kw)
         new.weight.copy_(mean.repeat(1, in_channels, 1, 1))
@@ -104,9 +109,7 @@ def build_model(backbone: str, num_classes: int, in_channels: int = 3, pretraine
     if in_channels != 3 and pretrained != "none":
         model.conv1 = cross_modality_conv(model.conv1, in_channels)
     elif in_channels != 3:  # from scratch: torchvision's own init, every input channel its own kernel
-        old = model.conv1
-        model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                                bias=old.bias is not None)
+        model.conv1 = conv_like(model.conv1, in_channels)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.fc = head(model.fc.in_features, hidden, num_classes, dropout)
     return model

@@ -11,25 +11,19 @@ import numpy as np
 
 from twostream.flowviz import flow_to_hsv
 from twostream.opticalflow import dequantize
+from twostream.resample import label_below
 from twostream.samples import channels_to_pairs
 
 PREVIEW_SCALE = 3  # nearest-neighbour upscaling of small preview panels ...
 PREVIEW_MAX_PX = 384  # ... up to this width (at 340x256 a panel is shown as it is)
 PREVIEW_LABEL_PX = 16
+PREVIEW_FONT_SCALE = 0.4
+PREVIEW_LABEL_MARGIN = 4  # the label's font shrinks when it is wider than the panel less this
 
 
 def _labelled(panel: np.ndarray, text: str) -> np.ndarray:
     """``(h, w, 3)`` RGB panel -> ``(h + PREVIEW_LABEL_PX, w, 3)`` with ``text`` under it."""
-    h, w = panel.shape[:2]
-    out = np.full((h + PREVIEW_LABEL_PX, w, 3), 255, np.uint8)
-    out[:h] = panel
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-    scale *= min(1.0, (w - 4) / tw)
-    (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-    cv2.putText(out, text, ((w - tw) // 2, h + (PREVIEW_LABEL_PX + th) // 2), font, scale, (0, 0, 0), 1,
-                cv2.LINE_AA)
-    return out
+    return label_below(panel, text, PREVIEW_LABEL_PX, PREVIEW_FONT_SCALE, PREVIEW_LABEL_MARGIN)
 
 
 def preview_image(title: str, rgb: np.ndarray, sg3i: np.ndarray, flow: np.ndarray, bound: float) -> np.ndarray:
@@ -48,7 +42,8 @@ def preview_image(title: str, rgb: np.ndarray, sg3i: np.ndarray, flow: np.ndarra
     panels = [(rgb, "RGB middle frame"), (sg3i, "SG3I: t0 t1 t2 = R G B"), (flow_to_hsv(field), "flow 1 (HSV)")]
     h, w = rgb.shape[:2]
     scale = max(1, min(PREVIEW_SCALE, PREVIEW_MAX_PX // w))
-    big = [_labelled(cv2.resize(p, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST), t) for p, t in panels]
+    big = [_labelled(cv2.resize(p, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST), t)
+           for p, t in panels]
     gap = np.full((big[0].shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([big[0], gap, big[1], gap, big[2]], axis=1)
     title_strip = _labelled(np.zeros((0, row.shape[1], 3), np.uint8), title)  # a label under nothing

@@ -42,17 +42,20 @@ def read_resample(path: str | os.PathLike) -> dict[int, np.ndarray]:
     return {int(vid): np.asarray(kept, dtype=np.int64) for vid, kept in doc["videos"].items()}
 
 
-def _label_tile(tile: np.ndarray, text: str) -> np.ndarray:
-    """``(h, w, 3)`` RGB tile -> ``(h + LABEL_PX, w, 3)`` with ``text`` centred below it."""
-    h, w = tile.shape[:2]
-    out = np.full((h + LABEL_PX, w, 3), 255, np.uint8)
-    out[:h] = tile
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+def label_below(image: np.ndarray, text: str, label_px: int = LABEL_PX, font_scale: float = 0.45,
+                margin: int = 2) -> np.ndarray:
+    """``(h, w, 3)`` RGB image -> ``(h + label_px, w, 3)`` with ``text`` centred in a white strip
+    below it, black, its font shrunk when it is wider than ``w - margin`` (long class names);
+    the contact sheet's tiles and the shards' preview panels."""
+    h, w = image.shape[:2]
+    out = np.full((h + label_px, w, 3), 255, np.uint8)
+    out[:h] = image
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, font_scale
     (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-    if tw > w - 2:  # long class names shrink to fit the tile
-        scale *= (w - 2) / tw
+    if tw > w - margin:
+        scale *= (w - margin) / tw
         (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-    origin = ((w - tw) // 2, h + (LABEL_PX + th) // 2)
+    origin = ((w - tw) // 2, h + (label_px + th) // 2)
     cv2.putText(out, text, origin, font, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
@@ -74,7 +77,7 @@ def contact_sheet(tiles: list[np.ndarray | None], names: list[str],
     scale = max(1, math.ceil(TILE_MIN_PX / width))
     blank = np.full((height, width, 3), 160, np.uint8)
     labelled = [
-        _label_tile(cv2.resize(t if t is not None else blank, (width * scale, height * scale),
+        label_below(cv2.resize(t if t is not None else blank, (width * scale, height * scale),
                                interpolation=cv2.INTER_NEAREST), name)
         for t, name in zip(tiles, names)
     ]

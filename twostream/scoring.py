@@ -97,6 +97,7 @@ class SampleDataset(Dataset):
 
     def __init__(self, samples: np.ndarray, transform: Preset, crops: int = 1) -> None:
         self.samples, self.transform, self.crops = samples, transform, crops
+        self.views_per_sample = crops  # what ``predict`` batches by
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -127,23 +128,20 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, workers: int,
     """
     n = len(dataset)
     start, stop = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
-    views = _views(dataset)
+    views = getattr(dataset, "views_per_sample", 1)  # ViewDataset, SegmentDataset, SampleDataset: V
     loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=max(1, batch_size // views),
                         num_workers=workers, pin_memory=dist.device.type == "cuda")
     model.eval()
     probs, loss, labelled = [], 0.0, 0
     for x, y, _ in loader:
         y = y.to(dist.device)
+        with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
+            logits = model(to_device(x.flatten(0, 1) if x.dim() == 5 else x, dist.device)).float()
         if x.dim() == 5:  # (B, V, C, H, W): the mean softmax of each sample's views
-            b, v = x.shape[:2]
-            with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
-                logits = model(to_device(x.flatten(0, 1), dist.device)).float()
-            p = logits.softmax(dim=1).view(b, v, -1).mean(dim=1)
+            p = logits.softmax(dim=1).view(*x.shape[:2], -1).mean(dim=1)
             loss += float(nn.functional.nll_loss(p.clamp_min(1e-12).log(), y, reduction="sum",
                                                  ignore_index=NO_LABEL))
         else:
-            with torch.autocast(dist.device.type, torch.bfloat16, enabled=dist.device.type == "cuda"):
-                logits = model(to_device(x, dist.device)).float()
             loss += float(nn.functional.cross_entropy(logits, y, reduction="sum", ignore_index=NO_LABEL))
             p = logits.softmax(dim=1)
         labelled += int((y != NO_LABEL).sum())
@@ -156,11 +154,6 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, workers: int,
     parts.sort(key=lambda p: p[0])
     total_loss, total_labelled = sum(p[2] for p in parts), sum(p[3] for p in parts)
     return np.concatenate([p[1] for p in parts]).astype(np.float32), total_loss / max(total_labelled, 1)
-
-
-def _views(dataset: Dataset) -> int:
-    """Views per sample of ``dataset``: its ``crops`` (ViewDataset) or ``segments`` (SegmentDataset), else 1."""
-    return int(getattr(dataset, "crops", None) or getattr(dataset, "segments", None) or 1)
 
 
 def _classes(model: nn.Module) -> int:

@@ -54,24 +54,40 @@ def hwc_to_chw(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     return x.permute(2, 0, 1) if isinstance(x, torch.Tensor) else x.transpose(2, 0, 1)
 
 
-def _check_crop(x: np.ndarray, crop: int) -> None:
-    if not 1 <= crop <= min(x.shape[0], x.shape[1]):
-        raise ValueError(f"crop must be in 1..{min(x.shape[0], x.shape[1])} for a "
-                         f"{x.shape[0]}x{x.shape[1]} sample; got {crop}")
+def _check_crop(height: int, width: int, crop: int) -> None:
+    if not 1 <= crop <= min(height, width):
+        raise ValueError(f"crop must be in 1..{min(height, width)} for a {height}x{width} sample; got {crop}")
+
+
+def random_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
+    """``(top, left)`` of a uniformly placed ``crop x crop`` window, from torch's RNG (top first).
+
+    Raises:
+        ValueError: on a crop larger than the sample.
+    """
+    _check_crop(height, width, crop)
+    return int(torch.randint(height - crop + 1, ())), int(torch.randint(width - crop + 1, ()))
+
+
+def centre_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
+    """``(top, left)`` of the central ``crop x crop`` window (odd margins round down at top/left).
+
+    Raises:
+        ValueError: on a crop larger than the sample.
+    """
+    _check_crop(height, width, crop)
+    return (height - crop) // 2, (width - crop) // 2
 
 
 def random_crop(x: np.ndarray, crop: int) -> np.ndarray:
-    """A uniformly placed ``crop x crop`` window of ``(H, W, C)`` (a view); offsets from torch's RNG."""
-    _check_crop(x, crop)
-    top = int(torch.randint(x.shape[0] - crop + 1, ()))
-    left = int(torch.randint(x.shape[1] - crop + 1, ()))
+    """A uniformly placed ``crop x crop`` window of ``(H, W, C)`` (a view; ``random_offsets``)."""
+    top, left = random_offsets(x.shape[0], x.shape[1], crop)
     return x[top:top + crop, left:left + crop]
 
 
 def center_crop(x: np.ndarray, crop: int) -> np.ndarray:
-    """The central ``crop x crop`` window of ``(H, W, C)`` (a view; odd margins round down at top/left)."""
-    _check_crop(x, crop)
-    top, left = (x.shape[0] - crop) // 2, (x.shape[1] - crop) // 2
+    """The central ``crop x crop`` window of ``(H, W, C)`` (a view; ``centre_offsets``)."""
+    top, left = centre_offsets(x.shape[0], x.shape[1], crop)
     return x[top:top + crop, left:left + crop]
 
 
@@ -219,9 +235,8 @@ def view_windows(height: int, width: int, crop: int, crops: int) -> list[Window]
     """
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {', '.join(map(str, CROPS))}; got {crops}")
-    if not 1 <= crop <= min(height, width):
-        raise ValueError(f"crop must be in 1..{min(height, width)} for a {height}x{width} sample; got {crop}")
-    cy, cx, ey, ex = (height - crop) // 2, (width - crop) // 2, height - crop, width - crop
+    cy, cx = centre_offsets(height, width, crop)
+    ey, ex = height - crop, width - crop
     if crops == 1:
         places = [(cy, cx)]
     elif crops == 3:
@@ -263,16 +278,13 @@ class Preset:
         Raises:
             ValueError: on a crop larger than the sample.
         """
-        if not 1 <= self.crop <= min(height, width):
-            raise ValueError(f"crop must be in 1..{min(height, width)} for a {height}x{width} sample; "
-                             f"got {self.crop}")
         if not self.train:
-            return Window((height - self.crop) // 2, (width - self.crop) // 2, self.crop, self.crop)
+            return Window(*centre_offsets(height, width, self.crop), self.crop, self.crop)
         if self.augment == "crop":
-            top = int(torch.randint(height - self.crop + 1, ()))
-            left = int(torch.randint(width - self.crop + 1, ()))
+            top, left = random_offsets(height, width, self.crop)
             h = w = self.crop
         else:
+            _check_crop(height, width, self.crop)
             pairs = scale_pairs(height, width, self.crop)
             h, w = pairs[int(torch.randint(len(pairs), ()))]
             offsets = fixed_offsets(height, width, h, w)
