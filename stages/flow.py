@@ -4,17 +4,19 @@ Usage (the `cmd` of dvc.yaml; params.yaml is read from the current directory):
 
     python stages/flow.py data/index.json data/frames data/resample.json data/flow data/flow_report.json
 
-Reads params sections `flow` and `clip`. Writes `parts/<class>/<file>.h5` and `meta.json`
-into the flow folder, reusing the parts an earlier (or killed) run finished, and a report
-with counts, pairs and every video whose flow failed, with the reason. Exits non-zero
-only when more than `flow.max_failures` of the videos fail.
+Reads params sections `flow` and `clip`, and `executor` (local or ray: where the videos are
+computed). Writes `parts/<class>/<file>.h5` and `meta.json` into the flow folder, reusing
+the parts an earlier (or killed) run finished, and a report with counts, pairs and every
+video whose flow failed, with the reason. Exits non-zero only when more than
+`flow.max_failures` of the videos fail.
 """
 
 from __future__ import annotations
 
 import logging
 
-from twostream.config import ClipConfig, FlowConfig, load_params, section, stage_main
+from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, load_params, section, stage_main
+from twostream.executors import ClusterError
 from twostream.flow import FlowError, extract_flow
 
 
@@ -26,11 +28,13 @@ def main(argv: list[str]) -> None:
         )
     index_path, frames_dir, resample_path, flow_dir, report_path = argv
     params = load_params()
+    executor = section(params, "executor", ExecutorConfig)  # execution only: not in dvc.yaml
     cfg = section(params, "flow", FlowConfig)
     clip = section(params, "clip", ClipConfig)
     try:
-        report = extract_flow(index_path, frames_dir, resample_path, flow_dir, report_path, cfg, clip)
-    except FlowError as e:
+        report = extract_flow(index_path, frames_dir, resample_path, flow_dir, report_path, cfg, clip,
+                              executor=executor)
+    except (FlowError, ClusterError) as e:
         raise SystemExit(f"flow: {e}") from None
     counts = report["counts"]
     print(

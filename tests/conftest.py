@@ -21,6 +21,8 @@ def venv_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.pop("PYTHONPATH", None)
+    env.pop("RAY_ADDRESS", None)  # executor.kind ray in a test starts its own Ray on this machine,
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")  # with no token file and no usage report
     return env
 
 

@@ -13,7 +13,7 @@ from twostream.video import write_video
 
 def test_parser_has_every_benchmark_and_the_flow_backends():
     parser = build_parser()
-    for command in ("decode", "store", "flow", "loader", "train"):
+    for command in ("decode", "store", "flow", "loader", "train", "ray"):
         assert parser.parse_args([command]).command == command
     args = parser.parse_args(["flow", "--backend", "torch", "--size", "64x48", "--batch-size", "8"])
     assert (args.backend, args.size, args.batch_size, args.pairs) == ("torch", "64x48", 8, None)

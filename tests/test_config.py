@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from twostream.config import (
-    RULES, BaseConfig, ClipConfig, DataConfig, DemoConfig, FlowConfig, FramesConfig, FuseConfig, ModelConfig,
-    ParamsError, ResampleConfig, ShardsConfig, StreamConfig, TemporalConfig, TrainConfig, choice, load_params,
-    ViewsConfig, section, stage_main,
+    RULES, BaseConfig, ClipConfig, DataConfig, DemoConfig, ExecutorConfig, FlowConfig, FramesConfig, FuseConfig,
+    ModelConfig, ParamsError, ResampleConfig, ShardsConfig, StreamConfig, TemporalConfig, TrainConfig, ViewsConfig,
+    choice, load_params, section, stage_main,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = {"base": BaseConfig, "demo_data": DemoConfig, "data": DataConfig, "frames": FramesConfig,
+SECTIONS = {"base": BaseConfig, "demo_data": DemoConfig, "data": DataConfig, "executor": ExecutorConfig,
+            "frames": FramesConfig,
             "resample": ResampleConfig, "clip": ClipConfig, "flow": FlowConfig, "shards": ShardsConfig,
             "model": ModelConfig, "train": TrainConfig, "spatial": StreamConfig, "temporal": TemporalConfig,
             "views": ViewsConfig, "fuse": FuseConfig}
@@ -55,6 +56,8 @@ def test_every_rule_names_a_field():
     ("train", "segments", 0, "train.segments must be an integer >= 1; got 0"),
     ("train", "augment", "scale", "train.augment must be one of crop, multiscale; got 'scale'"),
     ("views", "crops", 5, "views.crops must be one of 1, 3, 10; got 5"),
+    ("executor", "kind", "spark", "executor.kind must be one of local, ray; got 'spark'"),
+    ("executor", "gpus_per_task", -1, "executor.gpus_per_task must be a number >= 0; got -1"),
     ("views", "snippets", -1, "views.snippets must be an integer >= 0 (0 = every clip); got -1"),
     ("train", "epochs_", 1, "unknown key train.epochs_; allowed: optimizer, lr, momentum, weight_decay, "
                             "warmup_epochs, label_smoothing, batch_size, crop, sampling, segments, augment, "
@@ -162,3 +165,5 @@ def test_dvc_yaml_lists_every_key_that_decides_an_output_and_no_execution_key():
         keys = [p.split(".", 1)[1] for p in listed[name] if p.startswith(f"{name}.")]
         assert keys == [f.name for f in fields(cls) if f.name not in EXECUTION_KEYS[cls]], name
         assert name not in listed[name]  # never the whole section: it holds execution keys
+    every = [p for stage in stages.values() for p in (stage.get("do", stage).get("params") or [])]
+    assert not [p for p in every if str(p).split(".")[0] == "executor"]  # all of it execution only

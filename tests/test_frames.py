@@ -182,7 +182,8 @@ def test_stage_script_exits_with_message(dataset, tmp_path, monkeypatch):
     spec.loader.exec_module(stage)
     index_path, _ = dataset
     params = {"frames": dict(width=16, height=12, workers=1, max_failures=0.0, codec="jpeg", quality=90),
-              "resample": {"fps": 6}}
+              "resample": {"fps": 6}, "executor": dict(kind="local", address="", videos_per_task=1,
+                                                       cpus_per_task=1, gpus_per_task=0, max_retries=3)}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:

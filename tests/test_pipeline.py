@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -80,17 +81,25 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
     check_reencoded_video(repo_copy, repo_copy / decoded_path(index), tmp_path)
-    # execution-only keys (processes, threads) are no cache key: still nothing to re-run
+    # execution-only keys (processes, threads, the executor) are no cache key: still nothing to re-run
     set_params(repo_copy, demo_data=dict(workers=1), frames=dict(workers=1), flow=dict(workers=1, threads=2),
-               train=dict(workers=1, threads=1))
+               train=dict(workers=1, threads=1), executor=dict(kind="ray", videos_per_task=3))
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
 
-    # byte-identical outputs when every stage runs again, with those other worker and thread counts
+    # byte-identical outputs when every stage runs again, with those other worker and thread counts,
+    # and every frames and flow part computed anew, as tasks on a Ray instance the stages start here
     before = lock_md5s(repo_copy)
-    run(["dvc", "repro", "--force"], repo_copy)
+    for store in ("frames", "flow"):
+        shutil.rmtree(repo_copy / "data" / store / "parts")
+    repro = run(["dvc", "repro", "--force"], repo_copy)
+    summary = {line.split(":")[0]: line for line in repro.stdout.splitlines()
+               if line.startswith(("frames: ", "flow: "))}
+    assert f"({len(decoded)} decoded now, 0 kept" in summary["frames"], summary
+    assert "videos computed now, 0 kept" in summary["flow"] and "ray workers x 2 threads" in summary["flow"], summary
     assert sorted(before) == sorted(DATA_OUTS)
     assert lock_md5s(repo_copy) == before
+    set_params(repo_copy, executor=dict(kind="local", videos_per_task=1))
 
     check_fusion_experiment(repo_copy)
     check_run_cache(repo_copy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,37 @@ def test_segments_multiscale_partial_bn_and_ten_crop_views(workdir, tmp_path):
     np.testing.assert_allclose(scores.probs.sum(axis=1), 1.0, atol=1e-5)
     report = json.loads((tmp_path / "data" / "scores" / "temporal" / "report.json").read_text())
     assert report["views"] == {"snippets": 1, "crops": 10}
+
+
+def test_two_nodes_with_their_own_disks_resume_as_rank_0_decides(workdir, tmp_path):
+    """The README's multi-node command, two "nodes" on this machine, each with its own working folder:
+    only node 0's disk holds the resume file, and both ranks resume from it without node 1 reading it."""
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    for node in nodes:
+        node.mkdir()
+        (node / "params.yaml").write_text((workdir / "params.yaml").read_text())
+        (node / "data").symlink_to(workdir / "data")  # the shards: the same files on every node
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def both(env: dict) -> list[tuple[int, str]]:
+        procs = []
+        for rank, node in enumerate(nodes):
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                   "--rdzv-backend", "static", "--rdzv-endpoint", f"127.0.0.1:{port}", "--node-rank", str(rank),
+                   *stage_args("temporal")]
+            with open(tmp_path / f"log{rank}", "w") as log:
+                procs.append(subprocess.Popen(cmd, cwd=node, env=env, stdout=log, stderr=subprocess.STDOUT))
+        return [(p.wait(300), (tmp_path / f"log{rank}").read_text()) for rank, p in enumerate(procs)]
+
+    stopped = both({**venv_env(), STOP_ENV: "1"})  # killed after epoch 1
+    assert all(code != 0 for code, _ in stopped) and "stopped after epoch 1" in stopped[0][1]
+    assert sorted(p.name for p in (nodes[0] / "models").iterdir()) == ["temporal.resume.pt"]
+    assert not (nodes[1] / "models").exists() or not any((nodes[1] / "models").iterdir())
+    (code0, out0), (code1, out1) = both(venv_env())
+    assert (code0, code1) == (0, 0), out0[-2000:] + out1[-2000:]
+    epochs = [line.split(":")[0] for line in out0.splitlines() if line.startswith("train@temporal epoch")]
+    assert epochs == ["train@temporal epoch 2/2"]  # epoch 1 came from node 0's resume file
+    assert sorted(p.name for p in (nodes[0] / "models").iterdir()) == ["temporal.pt"]
+    assert load_checkpoint(nodes[0] / "models" / "temporal.pt")["epoch"] == 2

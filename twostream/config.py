@@ -64,6 +64,17 @@ class FramesConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    # where the per-video stages (frames, flow) run their videos; every key is execution-only
+    kind: str  # local (this machine's process pool, `workers` processes) | ray (one Ray task per video group)
+    address: str  # ray: the cluster ("" = $RAY_ADDRESS, else `ray start`'s here, else a new one here)
+    videos_per_task: int  # ray: videos per task (more = less scheduling overhead, coarser retries)
+    cpus_per_task: float  # ray: CPUs a task reserves (num_cpus)
+    gpus_per_task: float  # ray: GPUs a task reserves (num_gpus; > 0 runs flow.backend torch on them)
+    max_retries: int  # ray: re-runs of a task whose worker died (killed, out of memory, node lost)
+
+
+@dataclass(frozen=True)
 class ResampleConfig:
     fps: float  # target rate in frames per second; 0 keeps every frame (seed's "mode 1")
 
@@ -228,6 +239,8 @@ RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a fiel
                  "split": one_of(1, 2, 3), "val_fraction": between(0, 1)},
     FramesConfig: {"width": at_least(1), "height": at_least(1), "workers": _CORES,
                    "max_failures": _FRACTION, "codec": one_of("jpeg", "png"), "quality": between(1, 100)},
+    ExecutorConfig: {"kind": one_of("local", "ray"), "videos_per_task": at_least(1), "cpus_per_task": above(0),
+                     "gpus_per_task": at_least(0), "max_retries": at_least(0)},
     ResampleConfig: {"fps": at_least(0, "0 = every frame")},
     ClipConfig: {"frames": at_least(1), "step": at_least(1)},
     FlowConfig: {"tau": above(0), "lambda_": above(0), "theta": above(0), "nscales": at_least(1),
@@ -381,6 +394,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 EXECUTION_KEYS: dict[type, tuple[str, ...]] = {
     DemoConfig: ("workers",), FramesConfig: ("workers",), FlowConfig: ("workers", "threads"),
     TrainConfig: ("workers", "threads"),
+    ExecutorConfig: tuple(f.name for f in fields(ExecutorConfig)),  # a whole section of them
 }
 
 

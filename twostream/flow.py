@@ -34,7 +34,9 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -43,13 +45,13 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from twostream import clips, codec, frames, h5store, opticalflow, parts, pools
+from twostream import clips, codec, executors, frames, h5store, opticalflow, parts, pools
 from twostream.clips import needed_pairs
 from twostream.opticalflow import (  # noqa: F401 - re-exports: the TV-L1 call and the quantisation
     BACKENDS, TVL1_KEYWORDS, _backend, _cuda, compute_flow, dequantize, quantize, resolve_backend, tvl1_params,
 )
 from twostream.codec import PNG_LEVEL, decode_image, encode_image
-from twostream.config import ClipConfig, FlowConfig, resolve_workers, result_params, to_dict
+from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, resolve_workers, result_params, to_dict
 from twostream.frames import FrameStore
 from twostream.h5store import META_NAME, VideoStore
 from twostream.hmdb51 import read_index, write_json
@@ -100,13 +102,15 @@ def pool_context() -> multiprocessing.context.BaseContext:
     return pools.pool_context([__name__])
 
 
-def _init_worker(frames_dir: str, cfg: FlowConfig) -> None:
+def _init_worker(frames_dir: str, cfg: FlowConfig, run: str = "") -> None:
+    if "store" in _worker:  # a Ray worker lives across runs: the frames may have changed since
+        _worker.pop("store").close()
     cv2.setNumThreads(cfg.threads)
     if _backend(cfg) == "torch":  # on CPU: one torch process per core, like OpenCV's
         import torch
 
         torch.set_num_threads(cfg.threads)
-    _worker.update(store=FrameStore(frames_dir), cfg=cfg)
+    _worker.update(store=FrameStore(frames_dir), cfg=cfg, run=run)
 
 
 def video_flow(store: FrameStore, vid: int, kept: np.ndarray, pairs: list[int],
@@ -179,6 +183,18 @@ def flow_part(job: FlowJob) -> FlowResult:
     return write_part(job, flow)
 
 
+def flow_parts(frames_dir: str, cfg: FlowConfig, run: str, jobs: list[FlowJob]) -> list[FlowResult]:
+    """``flow_part`` of each job: what one Ray task runs (the process's frame store opened once per ``run``)."""
+    if _worker.get("run") != run:
+        _init_worker(frames_dir, cfg, run)
+    return [flow_part(job) for job in jobs]
+
+
+def torch_flow_parts(frames_dir: str, cfg: FlowConfig, jobs: list[FlowJob]) -> list[FlowResult]:
+    """``_torch_batches`` of the jobs on the GPU Ray gave the task."""
+    return list(_torch_batches(jobs, frames_dir, cfg))
+
+
 def _torch_batches(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig,
                    pairs_per_batch: int = 256) -> Iterator[FlowResult]:
     """The torch backend on a GPU: one process, the pairs of several videos in each batch.
@@ -209,6 +225,20 @@ def _torch_batches(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig,
             for job, reason in group:
                 yield FlowResult(job.vid, 0, reason) if reason else \
                     write_part(job, np.stack([next(flow) for _ in job.pairs]))
+
+
+def _on_ray(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig, executor: ExecutorConfig,
+            shards: dict[int, str]) -> Iterator[FlowResult]:
+    """The jobs as Ray tasks (``executors.ray_map``): on GPUs when the backend is torch and tasks
+    reserve some, else one video after another on CPUs. Paths are made absolute here."""
+    frames_dir = os.path.abspath(frames_dir)
+    jobs = [replace(job, part=os.path.abspath(job.part)) for job in jobs]
+    fn = (partial(torch_flow_parts, frames_dir, cfg) if _backend(cfg) == "torch" and executor.gpus_per_task > 0
+          else partial(flow_parts, frames_dir, cfg, uuid.uuid4().hex))
+    meta = os.path.join(frames_dir, META_NAME)
+    return executors.ray_map(fn, jobs, executor, expect={__name__: CODE}, name=lambda job: f"video {job.vid}",
+                             reads=lambda job: (meta, *([os.path.join(frames_dir, shards[job.vid])]
+                                                        if job.vid in shards else [])), label="flow")
 
 
 @contextlib.contextmanager
@@ -268,7 +298,8 @@ def _failure(index: list[dict[str, Any]], result: FlowResult) -> dict[str, Any]:
 def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
                  resample_path: str | os.PathLike, out_dir: str | os.PathLike,
                  report_path: str | os.PathLike, cfg: FlowConfig, clip: ClipConfig,
-                 on_stored: Callable[[FlowResult], None] | None = None) -> dict[str, Any]:
+                 on_stored: Callable[[FlowResult], None] | None = None,
+                 executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Compute, quantise and store the TV-L1 flow of every pair some clip needs, one part per video.
 
     Parts an earlier (or killed) run finished under the same stamp are reused; the others
@@ -284,6 +315,8 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         cfg: the ``flow`` params (``threads`` OpenCV threads in each of ``workers`` processes).
         clip: the ``clip`` params (which pairs are needed).
         on_stored: called in this process with each video computed in this run, in id order.
+        executor: the ``executor`` params; None or kind ``local``: ``cfg.workers`` processes here
+            (one process feeding the GPU with the torch backend on CUDA).
 
     Returns:
         The report: what ``report_path`` holds, plus the run keys ``RUN_KEYS``.
@@ -291,6 +324,7 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     Raises:
         FlowError: if failed / processed videos exceeds ``cfg.max_failures`` (parts, meta and
             report are written first).
+        executors.ClusterError: with ``executor.kind`` ray, a node that cannot read the frames.
     """
     needed_pairs(clip.frames, clip.frames, clip.step, cfg.stack)  # raises on a bad stack or clip
     start = time.perf_counter()
@@ -298,13 +332,17 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     with FrameStore(frames_dir) as store:
         jobs, no_pairs = plan_flow(index, kept, store, out_dir, cfg, clip)
         width, height = store.width, store.height
+        shards = {int(vid): entry["shard"] for vid, entry in store.meta["videos"].items()}
     done = {r.vid: r for r in no_pairs}
     done.update({job.vid: FlowResult(job.vid, len(job.pairs), None) for job in jobs
                  if parts.stamp_of(job.part) == job.stamp})
     todo = [job for job in jobs if job.vid not in done]
-    gpu = _backend(cfg) == "torch" and _cuda()  # one process feeding the GPU
+    on_ray = executor is not None and executor.kind == "ray"
+    gpu = not on_ray and _backend(cfg) == "torch" and _cuda()  # one process feeding the GPU
     processes = 1 if gpu else max(1, min(resolve_workers(cfg.workers), len(todo)))
-    with _computed(todo, str(frames_dir), cfg, processes, gpu) as results, logging_redirect_tqdm():
+    computing = (contextlib.nullcontext(_on_ray(todo, str(frames_dir), cfg, executor, shards)) if on_ray
+                 else _computed(todo, str(frames_dir), cfg, processes, gpu))
+    with computing as results, logging_redirect_tqdm():
         for result in tqdm(results, total=len(todo), desc="flow", unit="video"):
             done[result.vid] = result
             if on_stored is not None:
@@ -333,7 +371,8 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
         raise FlowError(f"flow failed for {len(failed)} of {len(kept)} videos ({report['failed_fraction']:.1%}), "
                         f"more than flow.max_failures = {cfg.max_failures:.1%}; reasons in {report_path}")
     return {**report, "seconds": round(seconds, 3), "pairs_per_second": round(computed_pairs / seconds, 2),
-            "workers": processes, "threads": cfg.threads, "computed": len(todo), "reused": len(jobs) - len(todo)}
+            "workers": "ray" if on_ray else processes, "threads": cfg.threads, "computed": len(todo),
+            "reused": len(jobs) - len(todo)}
 
 
 class FlowStore(VideoStore):

@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -42,10 +42,10 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from twostream import clips, codec, h5store, parts, video
+from twostream import clips, codec, executors, h5store, parts, video
 from twostream.clips import kept_stream, resample_indices
 from twostream.codec import CODECS, PNG_LEVEL, decode_image, encode_image
-from twostream.config import FramesConfig, resolve_workers, result_params
+from twostream.config import ExecutorConfig, FramesConfig, resolve_workers, result_params
 from twostream.h5store import META_NAME, VideoStore
 from twostream.hmdb51 import file_sha256, read_index, write_json
 from twostream.pools import ordered_map, pool_context
@@ -175,9 +175,22 @@ def _reused(job: PartJob) -> PartResult | None:
                           None, json.loads(f.attrs["warnings"]))
 
 
+def store_video_parts(jobs: list[PartJob]) -> list[PartResult]:
+    """``store_video_part`` of each job: what one Ray task runs."""
+    return [store_video_part(job) for job in jobs]
+
+
 @contextlib.contextmanager
-def _stored(jobs: list[PartJob], workers: int) -> Iterator[Iterator[PartResult]]:
-    """``store_video_part`` over ``jobs`` in job order, from ``workers`` processes (1 = this one)."""
+def _stored(jobs: list[PartJob], workers: int,
+            executor: ExecutorConfig | None = None) -> Iterator[Iterator[PartResult]]:
+    """``store_video_part`` over ``jobs`` in job order, from ``workers`` processes (1 = this one),
+    or with ``executor.kind`` ray as Ray tasks (``executors.ray_map``; paths made absolute)."""
+    if executor is not None and executor.kind == "ray":
+        jobs = [replace(job, path=os.path.abspath(job.path), part=os.path.abspath(job.part)) for job in jobs]
+        yield executors.ray_map(store_video_parts, jobs, executor, reads=lambda job: (job.path,),
+                                expect={__name__: CODE}, name=lambda job: f"video {job.vid} ({job.path})",
+                                label="frames")
+        return
     if workers <= 1 or len(jobs) <= 1:
         yield map(store_video_part, jobs)
         return
@@ -206,7 +219,8 @@ def plan_parts(index: list[dict[str, Any]], out_dir: Path, cfg: FramesConfig,
 
 def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike, report_path: str | os.PathLike,
                    cfg: FramesConfig, resample_fps: float,
-                   on_stored: Callable[[PartResult], None] | None = None) -> dict[str, Any]:
+                   on_stored: Callable[[PartResult], None] | None = None,
+                   executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Store the frames of the train/val/test videos of an index, one part file per video.
 
     Parts an earlier run finished under the same stamp are reused; the others are computed;
@@ -221,6 +235,7 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike, re
         cfg: the ``frames`` params.
         resample_fps: ``resample.fps``: which native frames are stored (0 = all).
         on_stored: called in this process with each video computed in this run, in index order.
+        executor: the ``executor`` params; None or kind ``local``: ``cfg.workers`` processes here.
 
     Returns:
         The report written to ``report_path``, plus ``computed`` and ``reused`` (this run's).
@@ -228,12 +243,13 @@ def extract_frames(index_path: str | os.PathLike, out_dir: str | os.PathLike, re
     Raises:
         FramesError: if failed / attempted videos exceeds ``cfg.max_failures`` (the parts,
             meta and report are written first).
+        executors.ClusterError: with ``executor.kind`` ray, a node that cannot read a video.
     """
     index, out_dir = read_index(index_path), Path(out_dir)
     jobs, skipped = plan_parts(index, out_dir, cfg, resample_fps)
     done = {job.vid: r for job in jobs if (r := _reused(job)) is not None}
     todo = [job for job in jobs if job.vid not in done]
-    with _stored(todo, resolve_workers(cfg.workers)) as results, logging_redirect_tqdm():
+    with _stored(todo, resolve_workers(cfg.workers), executor) as results, logging_redirect_tqdm():
         for result in tqdm(results, total=len(todo), desc="frames", unit="video"):
             done[result.vid] = result
             if result.reason is not None:

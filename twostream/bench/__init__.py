@@ -13,6 +13,8 @@ the headline. Commands, and the module that documents each:
   the frames stage's per-video unit.
 - ``scale`` (``scale``): the data stages through DVC on an HMDB-shaped sample at 340x256:
   time, memory and bytes per decoded frame per stage, extrapolated to HMDB-51 and Kinetics-400.
+- ``ray`` (``cluster``): the flow stage on local Ray clusters of 1 and 2 CPUs (and the local
+  pool), at 340x256, outputs checked byte-identical.
 
 ``common`` holds what they share; the command line is in ``__main__``.
 """
