@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from functools import partial
@@ -18,7 +17,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from conftest import texture
+from conftest import free_port, texture
 from twostream import executors, flow, frames, parts
 from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, FramesConfig, ResampleConfig
 from twostream.executors import ClusterError
@@ -35,12 +34,6 @@ FLOW = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=3, warps=5, epsilon
                   bound=20.0, stack=2, workers=2, threads=1, max_failures=0.5, codec="png", quality=95)
 CLIP = ClipConfig(frames=3, step=3)
 LENGTHS = (9, 7, 12, 8, 10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run, set_params, venv_env
+from conftest import REPO, free_port, run, set_params, venv_env
 from test_engine import CLASSES, write_tiny_shards
 from twostream.config import ParamsError
 from twostream.dataset import ShardDataset
@@ -187,9 +186,7 @@ def test_two_nodes_with_their_own_disks_resume_as_rank_0_decides(workdir, tmp_pa
         node.mkdir()
         (node / "params.yaml").write_text((workdir / "params.yaml").read_text())
         (node / "data").symlink_to(workdir / "data")  # the shards: the same files on every node
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
 
     def both(env: dict) -> list[tuple[int, str]]:
         procs = []

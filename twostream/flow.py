@@ -242,10 +242,15 @@ def _on_ray(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig, executor: Exe
 
 
 @contextlib.contextmanager
-def _computed(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig, processes: int,
-              gpu: bool) -> Iterator[Iterator[FlowResult]]:
+def _computed(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig, processes: int, gpu: bool,
+              executor: ExecutorConfig | None = None,
+              shards: dict[int, str] | None = None) -> Iterator[Iterator[FlowResult]]:
     """``flow_part`` over ``jobs`` in job order, from ``processes`` workers (1 = this process),
-    or, with ``gpu``, batches of several videos' pairs in this process (``_torch_batches``)."""
+    or, with ``gpu``, batches of several videos' pairs in this process (``_torch_batches``),
+    or with ``executor.kind`` ray as Ray tasks (``_on_ray``; ``shards``: each video's frames part)."""
+    if executor is not None and executor.kind == "ray":
+        yield _on_ray(jobs, frames_dir, cfg, executor, shards or {})
+        return
     if gpu:
         yield _torch_batches(jobs, frames_dir, cfg)
         return
@@ -340,9 +345,8 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     on_ray = executor is not None and executor.kind == "ray"
     gpu = not on_ray and _backend(cfg) == "torch" and _cuda()  # one process feeding the GPU
     processes = 1 if gpu else max(1, min(resolve_workers(cfg.workers), len(todo)))
-    computing = (contextlib.nullcontext(_on_ray(todo, str(frames_dir), cfg, executor, shards)) if on_ray
-                 else _computed(todo, str(frames_dir), cfg, processes, gpu))
-    with computing as results, logging_redirect_tqdm():
+    with _computed(todo, str(frames_dir), cfg, processes, gpu, executor, shards) as results, \
+            logging_redirect_tqdm():
         for result in tqdm(results, total=len(todo), desc="flow", unit="video"):
             done[result.vid] = result
             if on_stored is not None:

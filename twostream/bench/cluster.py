@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from twostream.bench.common import bench_index, frames_config, resample_fps
 from twostream.bench.flow import flow_params
 from twostream.bench.scale import write_sample
-from twostream.config import ExecutorConfig, FramesConfig, ResampleConfig, load_params, section
+from twostream.config import ExecutorConfig, ResampleConfig
 from twostream.executors import local_cluster
 from twostream.flow import extract_flow
 from twostream.frames import extract_frames
@@ -39,31 +39,29 @@ def _digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _inputs(tmp: Path, args: argparse.Namespace, params: dict[str, Any], frames_kept: int) -> dict[str, Any]:
+def _inputs(tmp: Path, args: argparse.Namespace, frames_kept: int) -> dict[str, Any]:
     """The sample's index.json, frames (340x256) and resample.json under ``tmp``."""
     sample = write_sample(tmp / "hmdb", args.videos, min(args.videos, 4), (args.seconds,) * 3, args.seed)
-    videos = sorted((tmp / "hmdb" / "videos").rglob("*.avi"))
-    index = [{"path": str(p), "class": p.parent.name, "label": 0, "role": "train",
-              "key": f"{p.parent.name}/{p.name}"} for p in videos]
-    (tmp / "index.json").write_text(json.dumps(index))
-    frames = dataclasses.replace(section(params, "frames", FramesConfig), width=340, height=256, workers=0)
-    fps = section(params, "resample", ResampleConfig).fps
-    extract_frames(tmp / "index.json", tmp / "frames", tmp / "frames.json", frames, fps)
-    resample_videos(tmp / "index.json", tmp / "frames", tmp / "resample.json", tmp / "sheet.png",
+    index_path, _, _ = bench_index(str(tmp / "hmdb" / "videos"), tmp)
+    frames = dataclasses.replace(frames_config(args.params), width=340, height=256)
+    fps = resample_fps(args.params)
+    report = extract_frames(index_path, tmp / "frames", tmp / "frames.json", frames, fps)
+    if report["counts"]["failed"]:
+        raise RuntimeError(f"the generated sample failed to decode: {report['failed']}")
+    resample_videos(index_path, tmp / "frames", tmp / "resample.json", tmp / "sheet.png",
                     ResampleConfig(fps=fps), frames_kept)
     return sample
 
 
 def bench_cluster(args: argparse.Namespace) -> dict[str, Any]:
     """Pairs/s of the flow stage on Ray with 1 and 2 workers, and on the local pool with 1 and 2."""
-    params = load_params(args.params)
     cfg, clip, _ = flow_params(args.params)
     ray = ExecutorConfig(kind="ray", address="", videos_per_task=1, cpus_per_task=1, gpus_per_task=0,
                          max_retries=3)
     seconds: dict[str, list[float]] = {"ray_1": [], "ray_2": [], "local_1": [], "local_2": []}
     with tempfile.TemporaryDirectory() as tmp, local_cluster(1) as one, local_cluster(2) as two:
         tmp = Path(tmp)
-        sample = _inputs(tmp, args, params, clip.frames)
+        sample = _inputs(tmp, args, clip.frames)
         settings = {"ray_1": (cfg, dataclasses.replace(ray, address=one)),
                     "ray_2": (cfg, dataclasses.replace(ray, address=two)),
                     "local_1": (dataclasses.replace(cfg, workers=1), None),
