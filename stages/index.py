@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 
 from twostream.config import BaseConfig, DataConfig, load_params, section, stage_main
-from twostream.hmdb51 import build_index, summarize, write_json
+from twostream.hmdb51 import build_index, summarize
+from twostream.jsonio import write_json
 
 log = logging.getLogger("stages.index")
 

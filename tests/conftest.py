@@ -1,12 +1,16 @@
-"""Shared fixtures: the repo root and a throw-away copy of the repository."""
+"""Shared fixtures: the repo root, a throw-away copy of the repository, and the check that no
+process the test session started outlives it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
 
 import cv2
@@ -15,6 +19,50 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SESSION_MARK = "TWOSTREAM_TEST_SESSION"  # in the environment of every process the session starts
+SURVIVOR_GRACE_S = 20.0  # how long processes (a Ray cluster shutting down) may take to end
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
+
+
+def processes_with(name: str, value: str) -> dict[int, str]:
+    """pid -> command line of every other process whose environment has ``name=value`` (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            if f"{name}={value}".encode() in env:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session():
+    """Fail the session when a process it started (a pool worker, a fork server, a stage, ffmpeg,
+    a Ray node) is still alive at its end; the survivors are killed, so none lingers."""
+    yield
+    if not Path("/proc/self/environ").exists():
+        return
+    mark, deadline = os.environ[SESSION_MARK], time.monotonic() + SURVIVOR_GRACE_S
+    # this process's own fork server and resource tracker end when it does (a worker they leave
+    # behind still carries the mark and is caught)
+    own = {forkserver._forkserver._forkserver_pid, resource_tracker._resource_tracker._pid}
+    while (left := {p: c for p, c in processes_with(SESSION_MARK, mark).items() if p not in own}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, f"{len(left)} processes started by the tests outlived them: " + "; ".join(
+        f"{pid}: {cmd}" for pid, cmd in sorted(left.items()))
 
 
 def venv_env() -> dict[str, str]:

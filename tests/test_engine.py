@@ -14,9 +14,11 @@ import torch
 
 from twostream.config import ModelConfig, TrainConfig
 from twostream.dataset import ShardDataset, fit_flow_scale
+from twostream import engine
 from twostream.engine import (
-    STOP_ENV, Dist, RunSpec, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler,
-    load_checkpoint, model_from_checkpoint, predict, resume, resume_path, save_checkpoint, train_stream,
+    RESUME_ONLY, STOP_ENV, TIMING_KEYS, Dist, RunSpec, TrainingInterrupted, WarmupCosine, build_optimizer,
+    build_scheduler, fingerprint, load_checkpoint, model_from_checkpoint, predict, resume, resume_path,
+    save_checkpoint, train_stream,
 )
 from twostream.metrics import load_scores
 from twostream.shards import ShardWriter
@@ -175,6 +177,35 @@ def test_two_runs_are_identical(first_run, shards, tmp_path):
     assert stable(run(tmp_path, shards)) == stable(metrics)
     a, b = load_checkpoint(root / "model.pt")["model"], load_checkpoint(tmp_path / "model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the model file holds what was learnt, no clock: the same bytes, so DVC skips score and fuse
+    assert (tmp_path / "model.pt").read_bytes() == (root / "model.pt").read_bytes()
+
+
+def test_the_model_file_keeps_what_scoring_and_fine_tuning_need_and_no_more(first_run, shards, tmp_path,
+                                                                            monkeypatch):
+    root, _ = first_run
+    model = load_checkpoint(root / "model.pt")
+    assert not set(RESUME_ONLY) & set(model)  # no optimiser, scheduler, RNG states or fingerprint
+    assert all(not set(TIMING_KEYS) & set(h) for h in model["history"])
+    assert set(model["history"][0]) == {"epoch", "lr", "train_loss", "val_loss", "val_clip_top1", "val_video_top1"}
+    assert {"model", "model_config", "params", "classes", "flow_scale", "in_channels", "crop"} <= set(model)
+    # the resume file of an interrupted run keeps all of it, timings included
+    monkeypatch.setenv(STOP_ENV, "1")
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, shards)
+    resumable = load_checkpoint(tmp_path / "model.resume.pt")
+    assert set(RESUME_ONLY) <= set(resumable) and set(TIMING_KEYS) <= set(resumable["history"][0])
+    weights = sum(t.numel() * t.element_size() for t in model["model"].values())
+    assert (root / "model.pt").stat().st_size < (tmp_path / "model.resume.pt").stat().st_size
+    assert (root / "model.pt").stat().st_size < 1.1 * weights + 200_000  # the weights and little else
+
+
+def test_the_fingerprint_follows_the_version_not_the_source(shards, monkeypatch):
+    files = sorted((shards / "flow").glob("*.h5"))
+    first = fingerprint(SPEC, files)
+    assert fingerprint(SPEC, files) == first
+    monkeypatch.setattr(engine, "VERSION", engine.VERSION + 1)
+    assert fingerprint(SPEC, files) != first
 
 
 def test_resume_after_interruption_matches_uninterrupted(first_run, shards, tmp_path, monkeypatch, caplog):
@@ -223,7 +254,7 @@ def test_other_fingerprint_starts_fresh(first_run, caplog):
     scheduler = build_scheduler(optimizer, TRAIN, 3, 2)
     with caplog.at_level(logging.INFO, logger="twostream.engine"):
         assert resume(root / "model.pt", "other", model, optimizer, scheduler) == (0, [])
-    assert "other params, shard data or code: starting fresh" in caplog.text
+    assert "other params, shard data or training version: starting fresh" in caplog.text
     assert resume(root / "absent.pt", "other", model, optimizer, scheduler) == (0, [])
 
 

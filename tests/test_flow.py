@@ -18,9 +18,8 @@ import pytest
 from conftest import shifted, texture
 from twostream.clips import needed_pairs
 from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig
-from twostream.flow import (
-    RUN_KEYS, FlowError, FlowStore, compute_flow, dequantize, extract_flow, quantize,
-)
+from twostream.flow import FlowError, RUN_KEYS, compute_flow, extract_flow, quantize
+from twostream.flowstore import FlowStore, dequantize
 from twostream.codec import decode_image
 from twostream.frames import extract_frames
 from twostream.resample import resample_videos

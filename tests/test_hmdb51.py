@@ -12,16 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from twostream.hmdb51 import (
-    PROBLEM_KEYS,
-    build_index,
-    carve_val,
-    detect_layout,
-    is_escaping,
-    parse_split_line,
-    read_index,
-    write_json,
-)
+from twostream.hmdb51 import PROBLEM_KEYS, build_index, carve_val, detect_layout, is_escaping, parse_split_line, read_index
+from twostream.jsonio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hmdb51_splits"

@@ -80,6 +80,8 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
+    check_code_edits(repo_copy, len(decoded))
+    check_decisive_param(repo_copy, len(decoded))
     check_reencoded_video(repo_copy, repo_copy / decoded_path(index), tmp_path)
     # execution-only keys (processes, threads, the executor) are no cache key: still nothing to re-run
     set_params(repo_copy, demo_data=dict(workers=1), frames=dict(workers=1), flow=dict(workers=1, threads=2),
@@ -104,6 +106,59 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     check_fusion_experiment(repo_copy)
     check_run_cache(repo_copy)
     check_presets(repo_copy)
+
+
+def ran_stages(out: str) -> set[str]:
+    """The stages a ``dvc repro`` ran, by name (``train@spatial`` counts as ``train``)."""
+    return {name.split("@")[0] for name in re.findall(r"Running stage '([^']+)'", out)}
+
+
+def stage_lines(out: str) -> dict[str, str]:
+    """The summary line each data stage printed, by stage."""
+    return {line.split(":")[0]: line for line in out.splitlines() if line.startswith(("frames: ", "flow: "))}
+
+
+def check_code_edits(repo, decoded: int) -> None:
+    """A code change costs what it changes (DESIGN.md, "What decides an output"): a comment appended
+    to the twostream modules of each group (the modules that the same stages list) re-runs exactly
+    those stages. The frames and flow stages among them find every part done (stamps hold versions,
+    not source), every data stage writes the same bytes, a retrain on CPU writes the same model, so
+    no stage after them runs: `score` and `fuse` are skipped after a retrain."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    listed_by: dict[str, set[str]] = {}
+    for name, stage in stages.items():
+        for dep in (stage["do"] if "foreach" in stage else stage)["deps"]:
+            if dep.startswith("twostream/"):
+                listed_by.setdefault(dep, set()).add(name)
+    groups: dict[frozenset, list[str]] = {}
+    for module, names in listed_by.items():
+        groups.setdefault(frozenset(names), []).append(module)
+    for names, modules in sorted(groups.items(), key=lambda item: sorted(item[1])):
+        for module in modules:
+            with open(repo / module, "a", encoding="utf-8") as f:
+                f.write("\n# a comment: no output may change\n")
+        out = run(["dvc", "repro"], repo).stdout
+        assert ran_stages(out) == set(names), (modules, sorted(ran_stages(out)), sorted(names))
+        lines = stage_lines(out)
+        if "frames" in names:
+            assert f"(0 decoded now, {decoded} kept" in lines["frames"], (modules, lines)
+        if "flow" in names:
+            assert "(0 videos computed now," in lines["flow"], (modules, lines)
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
+
+
+def check_decisive_param(repo, decoded: int) -> None:
+    """A param that decides a part's bytes (``frames.quality``) recomputes every part; going back
+    recomputes them again, byte-identical to the first ones, and the trainings come from the run-cache."""
+    before = lock_md5s(repo)
+    set_params(repo, frames=dict(quality=90))
+    lines = stage_lines(run(["dvc", "repro"], repo).stdout)
+    assert f"({decoded} decoded now, 0 kept" in lines["frames"] and "0 kept from an earlier run" in lines["flow"]
+    assert lock_md5s(repo)["data/frames"] != before["data/frames"]
+    set_params(repo, frames=dict(quality=95))
+    out = run(["dvc", "repro"], repo).stdout
+    assert f"({decoded} decoded now, 0 kept" in stage_lines(out)["frames"]
+    assert "train" not in ran_stages(out) and lock_md5s(repo) == before
 
 
 def decoded_path(index: list[dict]) -> str:

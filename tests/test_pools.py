@@ -5,10 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
+from multiprocessing import resource_tracker
 
 import pytest
 
+from conftest import processes_with
 from twostream.config import resolve_workers, usable_cores
 from twostream.pools import WorkerDied, ordered_map
 
@@ -80,3 +83,36 @@ def test_worker_counts_follow_the_cpu_affinity(monkeypatch):
     assert resolve_workers(0) == 3
     with pytest.raises(ValueError, match="workers must be >= 0"):
         resolve_workers(-1)
+
+
+def sleepy(job: int) -> int:
+    time.sleep(30)
+    return job
+
+
+def _owner_killed_mid_run() -> None:
+    """Start a pool on the fork server (as the stages do) and SIGKILL this process while its
+    workers are busy: no clean-up code of ours or of multiprocessing runs."""
+    from twostream.pools import pool_context
+
+    results = ordered_map(sleepy, range(4), 2, pool_context())
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+    list(results)
+
+
+def test_a_killed_owner_leaves_no_worker_and_no_fork_server(monkeypatch):
+    """The workers of a stage killed hard end with it, and then the fork server and the resource
+    tracker end too (before the fix, all four stayed for good)."""
+    probe = f"{os.getpid()}-{time.time_ns()}"
+    resource_tracker.ensure_running()  # this process's own, which lives as long as it does: not probed
+    monkeypatch.setenv("TWOSTREAM_POOL_PROBE", probe)  # inherited by the owner and everything it starts
+    owner = multiprocessing.get_context("spawn").Process(target=_owner_killed_mid_run)
+    owner.start()
+    owner.join(60)
+    assert owner.exitcode == -signal.SIGKILL
+    deadline = time.monotonic() + 15
+    while (left := processes_with("TWOSTREAM_POOL_PROBE", probe)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still alive after their owner was killed: {left}"

@@ -22,7 +22,7 @@ from twostream.engine import save_checkpoint
 from twostream.flow import extract_flow
 from twostream.frames import extract_frames
 from twostream.fusion import AverageFusion, SVMFusion, save_fusion
-from twostream.hmdb51 import write_json
+from twostream.jsonio import write_json
 from twostream.models import build_model
 from twostream.predict import FeatureParams, PredictError, clip_samples, predict_video
 from twostream.resample import resample_videos

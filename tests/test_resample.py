@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from twostream.config import FramesConfig, ResampleConfig
-from twostream.frames import FrameStore, extract_frames
+from twostream.framestore import FrameStore
+from twostream.frames import extract_frames
 from twostream.resample import LABEL_PX, PAD_PX, read_resample, resample_indices, resample_videos
 from twostream.video import write_video
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from twostream.config import ClipConfig, FramesConfig, ResampleConfig
-from twostream.frames import FrameStore, extract_frames
+from twostream.framestore import FrameStore
+from twostream.frames import extract_frames
 from twostream.resample import read_resample, resample_videos
 from twostream.sg3i import SG3IStore, build_sg3i, sg3i_images, times_to_channels, to_gray
 from twostream.video import write_video

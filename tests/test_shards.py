@@ -13,15 +13,16 @@ import pytest
 
 from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig, ShardsConfig
 from twostream.dataset import ShardDataset
-from twostream.flow import FlowStore, extract_flow
-from twostream.frames import FrameStore, extract_frames
-from twostream.hmdb51 import write_json
+from twostream.flowstore import FlowStore
+from twostream.flow import extract_flow
+from twostream.framestore import FrameStore
+from twostream.frames import extract_frames
+from twostream.jsonio import write_json
 from twostream.resample import read_resample, resample_videos
 from twostream.sg3i import SG3IStore, build_sg3i
-from twostream.shards import (
-    LAYOUTS, ShardsError, ShardWriter, build_shards, channels_to_pairs, class_names, pairs_to_channels,
-    read_expected,
-)
+from twostream.shards import LAYOUTS, ShardWriter, ShardsError, build_shards, class_names, pairs_to_channels
+from twostream.samples import channels_to_pairs
+from twostream.expected import read_expected
 from twostream.video import write_video
 
 CLIP = ClipConfig(frames=3, step=2)

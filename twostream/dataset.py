@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from twostream.samples import SampleReader
-from twostream.shards import MODALITIES, ROLES, read_expected
+from twostream.expected import read_expected
+from twostream.samples import MODALITIES, ROLES, SampleReader
 from twostream.transforms import Preset, eval_preset, flow_rms, train_preset
 
 FLOW_SCALE_SAMPLES = 512  # train samples, evenly spaced, that ``fit_flow_scale`` reads
@@ -57,7 +57,7 @@ class ShardDataset(Dataset):
         in_channels: ``C``: 3 for rgb and sg3i, ``2L`` for flow.
         params: the producing params of the shards (``clip``, ``flow``, ``shards``).
         expected: ``(ids (V,), labels (V,))`` of every video the index names for the role
-            (``shards.read_expected``), None for shards without ``expected.json``;
+            (``expected.read_expected``), None for shards without ``expected.json``;
             missing: the records of those of them without samples (id, path, reason, ...).
         transform: the ``Preset`` applied by ``__getitem__`` (None for flow without a scale:
             only ``raw`` then reads samples, as ``fit_flow_scale`` does).

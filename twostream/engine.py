@@ -7,9 +7,12 @@ output), writes the final model and removes the resume file. ``evaluation.score_
 (stage ``score``) writes the softmax scores of ``val`` and ``test`` through the test-time
 views and the stream's metrics; ``train_stream`` does both. Checkpoints describe themselves and hold
 only tensors and plain values (``torch.load(..., weights_only=True)``); a resume file
-whose fingerprint (params, shard bytes, training code) matches is resumed. Each epoch
+whose fingerprint (params, shard bytes, ``VERSION``) matches is resumed. Each epoch
 reseeds torch and the loader from ``(seed, epoch, rank)``, so a resumed run repeats an
-uninterrupted one bit for bit on CPU.
+uninterrupted one bit for bit on CPU. The final model holds only what was learnt and what
+``score``, ``predict`` and a fine-tuning user need (``model_file``): no timings (dvclive's
+curves keep them) and no optimiser state (the resume file's), so two CPU trainings with the
+same inputs write the same bytes and DVC skips ``score`` and ``fuse`` after such a retrain.
 
 A training sample is one clip (``train.sampling: clip``) or, TSN's way, one video of K
 snippets whose logits are averaged before the loss (``segments``, ``dataset.SegmentDataset``).
@@ -55,7 +58,12 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 STOP_ENV = "TWOSTREAM_STOP_AFTER_EPOCH"  # tests: stop after saving this epoch's checkpoint
-CODE = ("engine.py", "models.py", "dataset.py", "transforms.py", "scoring.py")  # sources in the fingerprint
+# The version of a training run's result for given params and shard bytes (schedule, optimiser,
+# sampling, augmentation, model): bump it with a change that alters the weights a run learns, so
+# that a resume file of the old code is not resumed. The model file's bytes follow the weights.
+VERSION = 1
+TIMING_KEYS = ("train_seconds", "seconds", "samples_per_s")  # history entries the model file leaves out
+RESUME_ONLY = ("optimizer", "scheduler", "rng", "fingerprint")  # checkpoint keys only the resume file keeps
 
 
 class TrainingInterrupted(RuntimeError):
@@ -201,10 +209,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 
 def fingerprint(spec: RunSpec, files: list[Path]) -> str:
-    """SHA-256 of the resolved params, the bytes of ``files`` and the training code (``CODE``)."""
-    digest = hashlib.sha256(json.dumps(spec.params(), sort_keys=True).encode())
-    here = Path(__file__).parent
-    for path in list(files) + [here / name for name in CODE]:
+    """SHA-256 of the resolved params, the bytes of ``files`` and the training ``VERSION``."""
+    digest = hashlib.sha256(json.dumps({"params": spec.params(), "version": VERSION}, sort_keys=True).encode())
+    for path in files:
         digest.update(path.name.encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -267,7 +274,7 @@ def read_resumable(path: Path, print_: str) -> dict[str, Any] | None:
         log.warning("cannot read checkpoint %s (%s): starting fresh", path, e)
         return None
     if checkpoint.get("fingerprint") != print_:
-        log.info("checkpoint %s was made with other params, shard data or code: starting fresh", path)
+        log.info("checkpoint %s was made with other params, shard data or training version: starting fresh", path)
         return None
     return checkpoint
 
@@ -346,6 +353,15 @@ def _checkpoint(spec: RunSpec, data: ShardDataset, model: nn.Module, optimizer: 
             "params": spec.params(), "shard_params": data.params, "epoch": len(history),
             "history": history, "fingerprint": print_, "model": _unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
+
+
+def model_file(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What ``models/<stream>.pt`` keeps of a checkpoint: the weights, the model config, params,
+    classes, flow scale and per-epoch losses and accuracies, without timings (``TIMING_KEYS``)
+    or the optimiser, scheduler and RNG states (``RESUME_ONLY``)."""
+    kept = {key: value for key, value in checkpoint.items() if key not in RESUME_ONLY}
+    kept["history"] = [{k: v for k, v in record.items() if k not in TIMING_KEYS} for record in checkpoint["history"]]
+    return kept
 
 
 def _sync_buffers(model: nn.Module, dist: Dist) -> None:
@@ -440,14 +456,14 @@ def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | o
         spec: the run (stream, modality, epochs, seed, model and train params).
         shard_dir: ``data/shards`` (reads ``<modality>/{train,val}-*.h5``; test's bytes enter
             the fingerprint).
-        model_path: the final checkpoint (``models/<stream>.pt``), written last; the per-epoch
-            one goes to ``resume_path(model_path)``, resumed from when its fingerprint matches
-            and removed once the final one is written.
+        model_path: the final model (``models/<stream>.pt``, ``model_file`` of the checkpoint),
+            written last; the per-epoch checkpoint goes to ``resume_path(model_path)``, resumed
+            from when its fingerprint matches and removed once the final model is written.
         live_dir: dvclive folder (``dvclive/<stream>``): losses, accuracies, lr and timings per epoch.
         on_epoch: called on rank 0 with each new epoch's history record.
 
     Returns:
-        The final checkpoint (on every rank).
+        The final checkpoint, timings and optimiser state included (on every rank).
 
     Raises:
         ValueError: on bad params (optimizer, batch size), too little data, or all-still flow.
@@ -463,7 +479,7 @@ def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | o
     val = ShardDataset(shard_dir, spec.modality, "val", False, crop, data.transform.scale)
     checkpoint = fit(spec, data, val, resume_path(model_path), Path(live_dir), dist, on_epoch)
     if dist.main:
-        save_checkpoint(model_path, checkpoint)
+        save_checkpoint(model_path, model_file(checkpoint))
         resume_path(model_path).unlink(missing_ok=True)
     return checkpoint
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from twostream.config import ViewsConfig
 from twostream.dataset import ShardDataset, ViewDataset
-from twostream.hmdb51 import write_json
+from twostream.jsonio import write_json
 from twostream.metrics import Scores, headline, save_scores, write_metrics
 from twostream.scoring import Dist, eval_transform, init_distributed, model_from_checkpoint, predict
 

@@ -49,25 +49,26 @@ class ClusterError(RuntimeError):
     or other twostream code."""
 
 
-def check_node(reads: Sequence[str], expect: Mapping[str, str]) -> None:
+def check_node(reads: Sequence[str], expect: Mapping[str, int]) -> None:
     """On a worker: raise ``ClusterError`` unless every path of ``reads`` is readable here and
-    every module of ``expect`` (name -> its ``CODE`` hash on the driver) has that hash here."""
+    every module of ``expect`` (name -> its ``VERSION`` on the driver) has that version here: a
+    node computing another version would write parts of other bytes under the driver's stamps."""
     host = socket.gethostname()
     for path in reads:
         if not os.access(path, os.R_OK):
             raise ClusterError(
                 f"node {host} cannot read {path}, which the driver can: every node must see the videos and the "
                 f"stores at the same absolute path (a shared filesystem; README, \"More than one machine\")")
-    for name, code in expect.items():
-        here = getattr(importlib.import_module(name), "CODE", None)
-        if here != code:
+    for name, version in expect.items():
+        here = getattr(importlib.import_module(name), "VERSION", None)
+        if here != version:
             raise ClusterError(
-                f"node {host} runs other {name} code than the driver (source hash {str(here)[:12]} vs "
-                f"{code[:12]}): install the same twostream commit on every node")
+                f"node {host} computes version {here} of {name}, the driver version {version}: install the "
+                f"same twostream commit on every node")
 
 
 def run_task(fn: Callable[[list[J]], list[R]], batch: list[J], reads: Sequence[str],
-             expect: Mapping[str, str]) -> list[R]:
+             expect: Mapping[str, int]) -> list[R]:
     """What one Ray task runs: ``check_node``, then ``fn(batch)``."""
     check_node(reads, expect)
     return fn(batch)
@@ -100,7 +101,7 @@ def connect(cfg: ExecutorConfig) -> bool:
 
 
 def ray_map(fn: Callable[[list[J]], list[R]], jobs: Sequence[J], cfg: ExecutorConfig,
-            reads: Callable[[J], Sequence[str]] = lambda job: (), expect: Mapping[str, str] | None = None,
+            reads: Callable[[J], Sequence[str]] = lambda job: (), expect: Mapping[str, int] | None = None,
             name: Callable[[J], str] = repr, label: str = "twostream") -> Iterator[R]:
     """``fn(batch)`` over ``jobs`` in batches of ``cfg.videos_per_task``, as Ray tasks; results in job order.
 
@@ -110,7 +111,7 @@ def ray_map(fn: Callable[[list[J]], list[R]], jobs: Sequence[J], cfg: ExecutorCo
         jobs: picklable jobs whose paths are absolute.
         cfg: the ``executor`` params (``kind`` is not looked at).
         reads: the paths a job reads; those the driver can read are checked on the worker.
-        expect: module name -> ``CODE`` hash the workers must have (``check_node``).
+        expect: module name -> ``VERSION`` the workers must compute (``check_node``).
         name: how a job is named in errors.
         label: the tasks' name prefix (the stage), as Ray's tools show it.
 

@@ -1,29 +1,17 @@
-"""Stage ``flow``: TV-L1 optical flow for the frame pairs the clips use; read it back.
+"""Stage ``flow``: TV-L1 optical flow for the frame pairs the clips use.
 
-On disk (``data/flow/``, a DVC ``persist`` output: see ``twostream.parts``):
-
-- ``parts/<class>/<file name>.h5``: one file per video of ``data/resample.json``, named by
-  its stable id (the index record's ``key``), holding the quantised flow of the ``P`` pairs
-  some clip needs (``(P, H, W, 2) uint8`` when read: channel 0 = x right-positive, 1 = y
-  down-positive, zero motion = 128). Each field (x, then y, of every pair) is one grayscale
-  image encoded with ``flow.codec`` (``jpeg`` at ``flow.quality``, as denseflow stores flow,
-  or lossless ``png``). Datasets ``data`` ``(B,) uint8`` (the encoded fields back to back)
-  and ``offsets`` ``(2P + 1,) int64``; attributes ``pairs``: ``(P,) int64`` first resampled
-  frame ``k`` of each pair ``(k, k + 1)``, increasing, ``codec``, and ``part_key``
-  (``part_stamp``: the video's frames part, the pairs, the params that decide the flow, and
-  this code). Measured on textured moving 340x256 footage (mean flow 6.9 px): gzip level 1
-  kept 61.7 KB of a pair's 174 KB, png 48.9 KB, jpeg 95 16.4 KB with a mean endpoint error
-  of 0.064 px against the lossless field, under the quantisation step (0.157 px at bound 20).
-- ``meta.json``: ``{"layout", "quantisation", "storage", "params", "clip", "width",
-  "height", "videos": {"<id>": {"shard", "dataset", "stamp", "pairs"}}}``.
-
-Only the pairs of ``clips.needed_pairs`` are computed (12 of the 17 of a 3-s video at
-6 fps with 3-frame clips every 3 frames, stack 2). A worker computes a whole video and
-writes its part (``flow_part``, a pure function of a ``FlowJob``), so the files do not
-depend on the worker count, and a killed run keeps every part it finished. OpenCV's TV-L1
-hardly uses threads (64x64: 116 ms per pair on one thread, 119 ms on two), so the stage
-parallelises over videos with one process per core. More than ``flow.max_failures`` of
-the videos failing stops the stage; fewer are reported, and ``shards`` leaves them out.
+Each video of ``data/resample.json`` becomes one part file of the flow store (``flowstore``
+describes the files, reads them and holds the quantisation): the quantised TV-L1 fields of
+the pairs of ``clips.needed_pairs`` only (12 of the 17 of a 3-s video at 6 fps with 3-frame
+clips every 3 frames, stack 2), each field encoded on its own with ``flow.codec``. A worker
+computes a whole video and writes its part (``flow_part``, a pure function of a
+``FlowJob``), so the files do not depend on the worker count, and a killed run keeps every
+part it finished. A part is stamped with the video's frames part, its pairs, the params that
+decide the flow and ``VERSION``; a re-run reuses every part whose stamp matches, whatever
+else changed in the code. OpenCV's TV-L1 hardly uses threads, so the stage parallelises over
+videos with one process per core (or batches pairs on a GPU with ``flow.backend: torch``).
+More than ``flow.max_failures`` of the videos failing stops the stage; fewer are reported,
+and ``shards`` leaves them out.
 """
 
 from __future__ import annotations
@@ -32,7 +20,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -45,28 +32,26 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from twostream import clips, codec, executors, frames, h5store, opticalflow, parts, pools
+from twostream import executors, parts, pools
 from twostream.clips import needed_pairs
-from twostream.opticalflow import (  # noqa: F401 - re-exports: the TV-L1 call and the quantisation
-    BACKENDS, TVL1_KEYWORDS, _backend, _cuda, compute_flow, dequantize, quantize, resolve_backend, tvl1_params,
-)
 from twostream.codec import PNG_LEVEL, decode_image, encode_image
 from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, resolve_workers, result_params, to_dict
-from twostream.frames import FrameStore
-from twostream.h5store import META_NAME, VideoStore
-from twostream.hmdb51 import read_index, write_json
+from twostream.flowstore import LAYOUT, QUANTISATION, quantize
+from twostream.framestore import FrameStore
+from twostream.h5store import META_NAME
+from twostream.opticalflow import _backend, _cuda, compute_flow, tvl1_params
+from twostream.hmdb51 import read_index
+from twostream.jsonio import write_json
 from twostream.resample import read_resample
 
 log = logging.getLogger(__name__)
 
-LAYOUT = ("per video: data (B,) uint8 encoded fields back to back, x then y of each pair; offsets (2P + 1,) "
-          "int64; read as (P, H, W, 2) uint8, channel 0 = x (right +), 1 = y (down +); attribute pairs (P,) int64")
-QUANTISATION = "q = floor(255 * (clip(v, -bound, bound) + bound) / (2 * bound) + 0.5); zero = 128"
-
+# The version of what a flow part holds for given frames and params: bump it with any change of
+# code or library that changes a part's bytes (TV-L1 in either backend, grayscale conversion,
+# quantisation, the field encoding, the file layout); tests/test_golden.py fails until it is
+# bumped. Parts of another version are recomputed, those of this one reused whatever else changed.
+VERSION = 1
 RUN_KEYS = ("seconds", "pairs_per_second", "workers", "threads", "computed", "reused")  # not in the file
-# sources a flow part depends on (tvl1.py: the torch backend), this module's own included
-CODE = parts.code_hash(clips, codec, frames, h5store, opticalflow, parts, sys.modules[__name__],
-                       Path(__file__).with_name("tvl1.py"))
 
 
 class FlowError(RuntimeError):
@@ -236,7 +221,7 @@ def _on_ray(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig, executor: Exe
     fn = (partial(torch_flow_parts, frames_dir, cfg) if _backend(cfg) == "torch" and executor.gpus_per_task > 0
           else partial(flow_parts, frames_dir, cfg, uuid.uuid4().hex))
     meta = os.path.join(frames_dir, META_NAME)
-    return executors.ray_map(fn, jobs, executor, expect={__name__: CODE}, name=lambda job: f"video {job.vid}",
+    return executors.ray_map(fn, jobs, executor, expect={__name__: VERSION}, name=lambda job: f"video {job.vid}",
                              reads=lambda job: (meta, *([os.path.join(frames_dir, shards[job.vid])]
                                                         if job.vid in shards else [])), label="flow")
 
@@ -268,11 +253,11 @@ def _computed(jobs: list[FlowJob], frames_dir: str, cfg: FlowConfig, processes: 
 
 
 def part_stamp(frames_stamp: str, kept: list[int], pairs: list[int], cfg: FlowConfig) -> str:
-    """Part key of a video's flow: its frames part, the pairs, the params that decide the flow, the code."""
+    """Part key of a video's flow: its frames part, the pairs, the params that decide the flow, at
+    ``VERSION``."""
     decisive = {**tvl1_params(cfg), "backend": _backend(cfg), "bound": cfg.bound, "codec": cfg.codec,
-                **({"quality": cfg.quality} if cfg.codec == "jpeg" else {})}
-    return parts.content_key({"frames": frames_stamp, "kept": kept, "pairs": pairs, "params": decisive,
-                              "code": CODE})
+                **({"quality": cfg.quality} if cfg.codec == "jpeg" else {}), "kept": kept, "pairs": pairs}
+    return parts.part_key(frames_stamp, decisive, "flow", VERSION)
 
 
 def plan_flow(index: list[dict[str, Any]], kept: dict[int, np.ndarray], store: FrameStore, out_dir: Path,
@@ -377,67 +362,3 @@ def extract_flow(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     return {**report, "seconds": round(seconds, 3), "pairs_per_second": round(computed_pairs / seconds, 2),
             "workers": "ray" if on_ray else processes, "threads": cfg.threads, "computed": len(todo),
             "reused": len(jobs) - len(todo)}
-
-
-class FlowStore(VideoStore):
-    """Read access to the ``flow`` stage's output folder.
-
-    Part files open lazily, a bounded number per process, as ``FrameStore``'s do (see
-    ``parts.EncodedItems``): safe to build before a fork, and it pickles without handles.
-    """
-
-    missing_message = ("video {vid!r} has no flow in {root} ({n} videos stored; "
-                       "failed ones are listed in the flow report)")
-
-    def __init__(self, flow_dir: str | os.PathLike) -> None:
-        """Read ``meta.json`` of ``flow_dir``.
-
-        Raises:
-            FileNotFoundError: if ``flow_dir`` has no ``meta.json``.
-        """
-        super().__init__(flow_dir)
-        self.params: dict[str, Any] = self.meta["params"]
-        self.bound: float = float(self.params["bound"])
-        self.stack: int = int(self.params["stack"])
-        self.width: int = self.meta["width"]
-        self.height: int = self.meta["height"]
-        self._rows = {vid: {k: row for row, k in enumerate(v["pairs"])} for vid, v in self._videos.items()}
-        self._items = parts.EncodedItems(self.root)  # the encoded fields, read without HDF5 calls
-
-    def pairs(self, vid: int) -> list[int]:
-        """First resampled frames ``k`` of the stored pairs ``(k, k + 1)`` of ``vid``, increasing.
-
-        Raises:
-            KeyError: if the video has no stored flow.
-        """
-        return list(self._entry(vid)["pairs"])
-
-    def read(self, vid: int, pairs: list[int] | np.ndarray) -> np.ndarray:
-        """Quantised flow of some pairs of a video (``dequantize(q, store.bound)`` for pixels).
-
-        Args:
-            vid: video id.
-            pairs: first resampled frames ``k`` of the pairs ``(k, k + 1)``; any order, repeats allowed.
-
-        Returns:
-            ``(len(pairs), H, W, 2) uint8``; channel 0 = x, 1 = y; 128 = no motion.
-
-        Raises:
-            KeyError: if the video, or one of the pairs, is not stored (names it).
-        """
-        stored = self.pairs(vid)
-        rows_of = self._rows[vid]
-        missing = [int(k) for k in pairs if int(k) not in rows_of]
-        if missing:
-            raise KeyError(f"video {vid} has no stored flow pair(s) {missing}; stored pairs: {stored}")
-        part = self._entry(vid)["shard"]
-        out = np.empty((len(pairs), self.height, self.width, 2), np.uint8)
-        for n, k in enumerate(pairs):
-            for c in (0, 1):  # field 2 * row + c: x, then y
-                out[n, ..., c] = decode_image(self._items.read(part, 2 * rows_of[int(k)] + c), gray=True)
-        return out
-
-    def close(self) -> None:
-        """Close this process's files (they reopen on the next read)."""
-        super().close()
-        self._items.close()

@@ -1,28 +1,14 @@
-"""Stage ``frames``: decode every indexed video once, keep the frames later stages read; read them back.
+"""Stage ``frames``: decode every indexed video once and store the frames later stages read.
 
-On disk (``data/frames/``, a DVC ``persist`` output: see ``twostream.parts``):
-
-- ``parts/<class>/<file name>.h5``: one file per video, named by its stable id (the
-  index record's ``key``). Only the native frames that ``resample.fps`` keeps are stored
-  (``clips.resample_indices``; every frame at ``resample.fps`` 0), each encoded on its
-  own with ``frames.codec`` (``jpeg`` at ``frames.quality``, or lossless ``png``), at the
-  working size ``frames.width`` x ``frames.height``. Datasets: ``data`` ``(B,) uint8``, the
-  encoded frames back to back; ``offsets`` ``(S + 1,) int64``, where stored frame ``s``
-  starts and ends in ``data``. Attributes: ``fps`` (native rate), ``n_frames`` (native
-  frames decoded), ``codec``, ``warnings`` (JSON list of ffmpeg's errors for a video that
-  still decoded whole), ``part_key`` (``parts.content_key`` of the video's bytes, the
-  params and this code).
-- ``meta.json``: ``{"layout", "storage", "params", "resample_fps", "videos": {"<id>":
-  {"shard", "dataset", "key", "stamp", "fps", "n_frames", "n_stored"}}}`` with ``<id>`` the video's
-  position in the index (what the later stages and the shards number videos by).
-
-Why this layout (measured on real footage at 340x256, DESIGN.md "Real size"): lossless
-frames took 142.6 KiB each and every native frame was stored, while at 6 fps a later stage
-reads one in five; JPEG at quality 95 takes 23.5 KiB (mean absolute error 1.03 grey
-levels, ~2,800 decodes/s per core), and TV-L1 on such frames differs from TV-L1 on the
-lossless ones by 0.12 px, less than the TV-L1 stopping rule's own 0.22 px. A decode streams
-in blocks (``video.VideoReader``), and a worker writes its video's part itself, so memory
-does not grow with the video's length; a killed run keeps the parts it finished.
+Each train/val/test video of the index becomes one part file of the frames store
+(``framestore`` describes the files and reads them): its native frames that ``resample.fps``
+keeps, resized to ``frames.width`` x ``frames.height`` and encoded one by one with
+``frames.codec``. A decode streams in blocks (``video.VideoReader``) and a worker writes its
+video's part itself, so memory does not grow with the video's length, and a killed run
+keeps the parts it finished (``parts``). A part is stamped with the video's bytes, the
+params that decide it and ``VERSION``; a re-run reuses every part whose stamp matches,
+whatever else changed in the code. Why JPEG at quality 95 by default: README, "Storage at
+real size".
 """
 
 from __future__ import annotations
@@ -31,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,31 +27,29 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from twostream import clips, codec, executors, h5store, parts, video
-from twostream.clips import kept_stream, resample_indices
-from twostream.codec import CODECS, PNG_LEVEL, decode_image, encode_image
+from twostream import executors, parts
+from twostream.clips import kept_stream
+from twostream.codec import CODECS, PNG_LEVEL, encode_image
 from twostream.config import ExecutorConfig, FramesConfig, resolve_workers, result_params
-from twostream.h5store import META_NAME, VideoStore
-from twostream.hmdb51 import file_sha256, read_index, write_json
+from twostream.framestore import LAYOUT, decode_frame
+from twostream.h5store import META_NAME
+from twostream.hmdb51 import file_sha256, read_index
+from twostream.jsonio import write_json
 from twostream.pools import ordered_map, pool_context
 from twostream.video import VideoError, VideoReader
 
 log = logging.getLogger(__name__)
 
+# The version of what a frames part holds for given video bytes and params: bump it with any
+# change of code or library that changes a part's bytes (decoding, resizing, which frames are
+# kept, the encoding, the file layout); tests/test_golden.py fails until it is bumped. Parts
+# of another version are recomputed, those of this one reused whatever else changed.
+VERSION = 1
 DECODE_ROLES = ("train", "val", "test")  # index roles whose videos are decoded
-LAYOUT = "per video: data (B,) uint8 encoded RGB frames back to back, offsets (S + 1,) int64"
-CODE = parts.code_hash(clips, codec, h5store, parts, video, sys.modules[__name__])  # sources a part depends on
 
 
 class FramesError(RuntimeError):
     """More videos failed to decode than ``frames.max_failures`` allows."""
-
-
-class FrameInfo(NamedTuple):
-    """What the store knows of a video without reading its frames."""
-
-    fps: float  # native frame rate; frame i is at i / fps seconds
-    n_frames: int  # native frames decoded
 
 
 def encode_frame(rgb: np.ndarray, codec: str, quality: int) -> bytes:
@@ -78,13 +61,6 @@ def encode_frame(rgb: np.ndarray, codec: str, quality: int) -> bytes:
     if codec not in CODECS:
         raise ValueError(f"frames.codec must be one of {', '.join(CODECS)}; got {codec!r}")
     return encode_image(rgb, codec, quality)
-
-
-def decode_frame(data: np.ndarray, gray: bool = False) -> np.ndarray:
-    """``(H, W, 3) uint8`` RGB frame from the bytes ``encode_frame`` made (``(n,) uint8``), or with
-    ``gray`` its ``(H, W) uint8`` grayscale as the decoder gives it (a JPEG's own luma: about twice
-    as fast as decoding colour, and what SG3I images are made of)."""
-    return decode_image(data, gray)
 
 
 def codec_roundtrip(frames: np.ndarray, codec: str, quality: int, gray: bool = False) -> np.ndarray:
@@ -121,11 +97,11 @@ class PartResult(NamedTuple):
 
 
 def part_stamp(sha256: str, cfg: FramesConfig, resample_fps: float) -> str:
-    """Part key of a video with these bytes under the params that decide its part, and this code
+    """Part key of a video with these bytes under the params that decide its part, at ``VERSION``
     (``max_failures`` decides only whether the stage fails; png ignores ``quality``)."""
     decisive = {"width": cfg.width, "height": cfg.height, "codec": cfg.codec, "resample_fps": resample_fps,
                 **({"quality": cfg.quality} if cfg.codec == "jpeg" else {})}
-    return parts.content_key({"video": sha256, "params": decisive, "code": CODE})
+    return parts.part_key(sha256, decisive, "frames", VERSION)
 
 
 def store_video_part(job: PartJob) -> PartResult:
@@ -188,7 +164,7 @@ def _stored(jobs: list[PartJob], workers: int,
     if executor is not None and executor.kind == "ray":
         jobs = [replace(job, path=os.path.abspath(job.path), part=os.path.abspath(job.part)) for job in jobs]
         yield executors.ray_map(store_video_parts, jobs, executor, reads=lambda job: (job.path,),
-                                expect={__name__: CODE}, name=lambda job: f"video {job.vid} ({job.path})",
+                                expect={__name__: VERSION}, name=lambda job: f"video {job.vid} ({job.path})",
                                 label="frames")
         return
     if workers <= 1 or len(jobs) <= 1:
@@ -300,85 +276,3 @@ def _report(index: list[dict[str, Any]], jobs: list[PartJob], skipped: list[dict
         "failed_fraction": len(failed) / len(jobs) if jobs else 0.0, "max_failures": cfg.max_failures,
         "failed": failed, "skipped": skipped, "warned": warned,
     }
-
-
-class FrameStore(VideoStore):
-    """Read access to the ``frames`` stage's output folder, by native frame number.
-
-    Part files open lazily, a bounded number per process (see ``parts.EncodedItems``): safe to
-    build before a fork (DataLoader or pool workers), and it pickles without handles.
-    """
-
-    missing_message = ("video {vid!r} is not in {root} ({n} videos stored; failed and "
-                       "skipped ones are listed in the frames report)")
-
-    def __init__(self, frames_dir: str | os.PathLike) -> None:
-        """Read ``meta.json`` of ``frames_dir``.
-
-        Raises:
-            FileNotFoundError: if ``frames_dir`` has no ``meta.json``.
-        """
-        super().__init__(frames_dir)
-        self.params: dict[str, Any] = self.meta["params"]
-        self.width: int = self.params["width"]
-        self.height: int = self.params["height"]
-        self.resample_fps: float = float(self.meta["resample_fps"])
-        self._rows: dict[int, dict[int, int]] = {}  # per video: native frame number -> stored row
-        self._items = parts.EncodedItems(self.root)
-
-    def info(self, vid: int) -> FrameInfo:
-        """``FrameInfo(fps, n_frames)`` of video ``vid`` (no HDF5 access).
-
-        Raises:
-            KeyError: if the video is not stored.
-        """
-        entry = self._entry(vid)
-        return FrameInfo(float(entry["fps"]), int(entry["n_frames"]))
-
-    def stored_indices(self, vid: int) -> np.ndarray:
-        """``(S,) int64`` native numbers of the frames stored for ``vid``, increasing."""
-        info = self.info(vid)
-        return resample_indices(info.n_frames, info.fps, self.resample_fps)
-
-    def read_gray(self, vid: int, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
-        """``(len(indices) or S, H, W) uint8`` grayscale frames of video ``vid`` as the decoder gives
-        them (``decode_frame(..., gray=True)``); arguments and errors as ``read``'s."""
-        return self.read(vid, indices, gray=True)
-
-    def read(self, vid: int, indices: np.ndarray | list[int] | None = None, gray: bool = False) -> np.ndarray:
-        """Frames of video ``vid``, decoded.
-
-        Args:
-            vid: video id.
-            indices: native frame numbers, any order, repeats allowed, each one the store
-                holds (``stored_indices``); None = every stored frame.
-            gray: decode to grayscale (``read_gray``).
-
-        Returns:
-            ``(len(indices) or S, H, W, 3) uint8`` RGB frames (``(..., H, W)`` with ``gray``).
-
-        Raises:
-            KeyError: if the video is not stored.
-            IndexError: if a frame is not stored (outside the video or not kept at ``resample_fps``).
-        """
-        if vid not in self._rows:
-            self._rows[vid] = {int(n): row for row, n in enumerate(self.stored_indices(vid))}
-        rows_of = self._rows[vid]
-        wanted = list(rows_of.values()) if indices is None else [int(i) for i in np.asarray(indices).reshape(-1)]
-        if indices is not None:
-            bad = [i for i in wanted if i not in rows_of]
-            if bad:
-                raise IndexError(f"frames {bad} of video {vid} are not stored: it holds the "
-                                 f"{len(rows_of)} native frames kept at {self.resample_fps:g} fps of "
-                                 f"{self.info(vid).n_frames}")
-            wanted = [rows_of[i] for i in wanted]
-        part = self._entry(vid)["shard"]
-        out = np.empty((len(wanted), self.height, self.width, *(() if gray else (3,))), np.uint8)
-        for n, row in enumerate(wanted):
-            out[n] = decode_frame(self._items.read(part, row), gray)
-        return out
-
-    def close(self) -> None:
-        """Close this process's files (they reopen on the next read)."""
-        super().close()
-        self._items.close()

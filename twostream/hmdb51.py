@@ -396,13 +396,6 @@ def summarize(report: dict[str, Any]) -> str:
     )
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as byte-deterministic JSON (``indent=1``, sorted keys, final newline)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def read_index(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read ``data/index.json`` as written by the ``index`` stage.
 

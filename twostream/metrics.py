@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
 
-from twostream.hmdb51 import write_json
+from twostream.jsonio import write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""TV-L1 optical flow between two frames, and its quantisation to uint8 (denseflow's rule).
+"""TV-L1 optical flow between two frames: the backends and their params.
 
 ``compute_flow`` runs OpenCV's ``DualTVL1OpticalFlow`` (``flow.backend: opencv``) or the same
 algorithm in PyTorch (``torch``, ``twostream.tvl1``, batched, on CUDA when available); the
-``flow`` stage (``twostream.flow``) calls it per pair and stores ``quantize``'s output.
+``flow`` stage (``twostream.flow``) calls it per pair and stores ``flowstore.quantize``'s output.
 """
 
 from __future__ import annotations
@@ -109,48 +109,6 @@ def compute_flow(prev: np.ndarray, next: np.ndarray, params: FlowConfig | Mappin
 
         return tvl1_flow(prev, next, tvl1)
     return _tvl1(tvl1).calc(prev, next, None)
-
-
-def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
-    """Quantise flow like denseflow: ``floor(255 * (clip(v, -b, b) + b) / (2b) + 0.5)``.
-
-    Zero motion maps to 128, ``-b`` to 0, ``+b`` to 255; the step is ``2b / 255``.
-
-    Args:
-        flow: ``(..., 2) float32`` displacements in pixels.
-        bound: ``b > 0``, in pixels.
-
-    Returns:
-        ``uint8`` array of the same shape.
-
-    Raises:
-        ValueError: if ``bound`` is not positive or the flow has a NaN or infinity.
-    """
-    if not bound > 0:
-        raise ValueError(f"flow.bound must be > 0; got {bound!r}")
-    flow = np.asarray(flow, dtype=np.float32)
-    if not np.isfinite(flow).all():
-        raise ValueError(f"flow has {int((~np.isfinite(flow)).sum())} non-finite values")
-    scaled = (np.clip(flow, -bound, bound) + np.float32(bound)) * np.float32(255 / (2 * bound))
-    return np.floor(scaled + np.float32(0.5)).astype(np.uint8)
-
-
-def dequantize(q: np.ndarray, bound: float) -> np.ndarray:
-    """Inverse of ``quantize``: ``q * 2b / 255 - b`` (error <= ``b / 255`` inside the bound).
-
-    Args:
-        q: ``(..., 2) uint8`` quantised flow.
-        bound: the ``b`` it was quantised with.
-
-    Returns:
-        ``float32`` array of the same shape, in pixels.
-
-    Raises:
-        ValueError: if ``bound`` is not positive.
-    """
-    if not bound > 0:
-        raise ValueError(f"flow.bound must be > 0; got {bound!r}")
-    return np.asarray(q, dtype=np.float32) * np.float32(2 * bound / 255) - np.float32(bound)
 
 
 def _cuda() -> bool:

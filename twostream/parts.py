@@ -1,15 +1,20 @@
-"""Per-video part files: what the long per-video stages (``frames``, ``flow``) share.
+"""Per-video part files: how the long per-video stages (``frames``, ``flow``) write and resume.
 
 Such a stage stores each video in its own HDF5 file, ``<out>/parts/<key>.h5``, named by
 the video's stable id (``"<class>/<file name>"``, ``hmdb51.video_key``), never by its
-position in the index, and stamped with a *part key*: a hash of everything the part is
-made from (the video's bytes or the part it was computed from, the params that decide
-the result, and the source of the code that computes it). The stage's output folder is a
-DVC ``persist`` output, so a part survives a killed or repeated run: a run reuses every
-part whose stamp matches, computes only the others, then removes the parts no video of
-the index needs. A part is written under a temporary name and renamed when complete, so a
-kill leaves either a whole part or none, and a file is never rewritten in place (with
-DVC's hardlink or symlink cache the workspace file may be the cache's own inode).
+position in the index, and stamped with a *part key* (``part_key``): a hash of what the
+part is made from (the video's bytes or the part it was computed from), the params that
+decide the result, and the *version* of the computation, a constant the module that owns
+it declares (``frames.VERSION``, ``flow.VERSION``) and bumps whenever a change of code or
+of a library alters the bytes it writes (``tests/test_golden.py`` fails until it is bumped).
+Source text never enters a stamp: a comment or a refactoring keeps every part.
+
+The stage's output folder is a DVC ``persist`` output, so a part survives a killed or
+repeated run: a run reuses every part whose stamp matches, computes only the others, then
+removes the parts no video of the index needs. A part is written under a temporary name
+and renamed when complete, so a kill leaves either a whole part or none, and a file is
+never rewritten in place (with DVC's hardlink or symlink cache the workspace file may be
+the cache's own inode). Reading parts back is ``h5store.EncodedItems``'s job.
 
 The unit of work, one video to one part, is a pure function of its inputs: the same
 inputs give the same bytes, whichever process or machine runs it.
@@ -25,7 +30,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import h5py
-import numpy as np
 
 from twostream.h5store import LIBVER
 
@@ -33,7 +37,6 @@ PARTS_DIR = "parts"
 SUFFIX = ".h5"
 TEMP_MARK = ".partial-"  # in the names of parts being written
 KEY_ATTR = "part_key"
-MAX_OPEN_FILES = 256  # part files a reader keeps open per process (DataLoader workers: each its own)
 
 
 def part_path(out_dir: str | os.PathLike, key: str) -> Path:
@@ -48,18 +51,22 @@ def part_path(out_dir: str | os.PathLike, key: str) -> Path:
     return Path(out_dir) / PARTS_DIR / f"{key}{SUFFIX}"
 
 
-def code_hash(*sources: Any) -> str:
-    """Hex SHA-256 over the source files of ``sources`` (modules or paths): a part made by other
-    code is not reused."""
-    digest = hashlib.sha256()
-    for source in sources:
-        digest.update(Path(getattr(source, "__file__", source)).read_bytes())
-    return digest.hexdigest()
-
-
 def content_key(fields: dict[str, Any]) -> str:
-    """Hex SHA-256 of ``fields`` as canonical JSON (sorted keys): the stamp of a part."""
+    """Hex SHA-256 of ``fields`` as canonical JSON (sorted keys)."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def part_key(source: str, params: dict[str, Any], computation: str, version: int) -> str:
+    """The stamp of a part: what it is made from (``source``: a video's content hash, or the
+    stamp of the part it is computed from), the ``params`` that decide its bytes, and the
+    ``version`` of the ``computation`` that makes it (``"frames"``, ``"flow"``).
+
+    Raises:
+        ValueError: if ``version`` is not a positive integer.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"a computation's version must be an integer >= 1; got {version!r}")
+    return content_key({"source": source, "params": params, "computation": computation, "version": version})
 
 
 def stamp_of(path: str | os.PathLike) -> str | None:
@@ -112,63 +119,3 @@ def remove_stale(out_dir: str | os.PathLike, keep: set[Path]) -> int:
             path.unlink()
             removed += 1
     return removed
-
-
-class EncodedItems:
-    """Fast reads of a part's encoded items: the ``data`` dataset is contiguous, so item ``i`` is the
-    file bytes ``base + offsets[i] .. base + offsets[i + 1]``, read with ``os.pread`` (no HDF5 call
-    after the first read of a part: opening an HDF5 file cost more than decoding a 340x256 JPEG).
-
-    File descriptors are kept per process, at most ``MAX_OPEN_FILES``, least recently used closed
-    first; after a fork the child opens its own. Pickles without them.
-    """
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self._layout: dict[str, tuple[int, np.ndarray]] = {}  # part -> (data offset in file, offsets)
-        self._fds: dict[str, int] = {}
-        self._pid = os.getpid()
-
-    def _fd(self, part: str) -> int:
-        if os.getpid() != self._pid:  # forked: the inherited descriptors belong to the parent
-            self._fds, self._pid = {}, os.getpid()
-        if part in self._fds:
-            self._fds[part] = self._fds.pop(part)
-        else:
-            if len(self._fds) >= MAX_OPEN_FILES:
-                os.close(self._fds.pop(next(iter(self._fds))))
-            self._fds[part] = os.open(self.root / part, os.O_RDONLY)
-        return self._fds[part]
-
-    def offsets(self, part: str) -> np.ndarray:
-        """``(n + 1,) int64`` where each item starts and ends in the part's ``data``."""
-        if part not in self._layout:
-            with h5py.File(self.root / part, "r") as f:
-                base = f["data"].id.get_offset()
-                offsets = f["offsets"][()]
-            if base is None and offsets[-1] > 0:  # pragma: no cover - the stages write contiguous data
-                raise ValueError(f"{self.root / part}: data is not stored contiguously")
-            self._layout[part] = (int(base or 0), offsets)
-        return self._layout[part][1]
-
-    def read(self, part: str, item: int) -> np.ndarray:
-        """``(n,) uint8``: the encoded bytes of item ``item`` of ``part`` (a path relative to the root)."""
-        offsets = self.offsets(part)
-        base = self._layout[part][0]
-        start, end = int(offsets[item]), int(offsets[item + 1])
-        data = os.pread(self._fd(part), end - start, base + start)
-        if len(data) != end - start:
-            raise OSError(f"{self.root / part}: item {item} is cut short ({len(data)} of {end - start} bytes)")
-        return np.frombuffer(data, np.uint8)
-
-    def close(self) -> None:
-        """Close this process's descriptors (they reopen on the next read)."""
-        if os.getpid() == self._pid:
-            for fd in self._fds.values():
-                os.close(fd)
-        self._fds = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_fds"] = {}
-        return state

@@ -9,13 +9,20 @@ wait forever; here it raises ``WorkerDied`` naming the jobs that were running.
 
 Workers come from ``pool_context``: a fork server where the platform has one, never a
 plain fork (a child forked after OpenCV ran a threaded call can hang in its first OpenCV
-call).
+call). Every worker watches the process that started the pool (``_watch_owner``) and exits
+when it is gone: a stage killed with SIGKILL can run no clean-up, and its workers, waiting on
+a queue whose write end they hold themselves, would otherwise wait forever, and with them
+the fork server, which lives as long as any child it forked.
 """
 
 from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
+import select
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -23,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 J = TypeVar("J")
 R = TypeVar("R")
 IN_FLIGHT = 2  # jobs per worker submitted ahead of the result being consumed
+OWNER_POLL_S = 1.0  # where pidfd_open is missing: how often a worker checks that its owner lives
 
 
 class WorkerDied(RuntimeError):
@@ -41,6 +49,37 @@ def pool_context(preload: Sequence[str] = ()) -> multiprocessing.context.BaseCon
     return ctx
 
 
+def _owner_gone(owner: int) -> bool:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else (cannot happen for our own parent)
+        return False
+    return False
+
+
+def _watch_owner(owner: int) -> None:
+    """Block until process ``owner`` has ended, then end this process at once (``os._exit``)."""
+    try:
+        fd = os.pidfd_open(owner)  # Linux >= 5.3: readable when the process ends
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while not _owner_gone(owner):
+            time.sleep(OWNER_POLL_S)
+    os._exit(1)
+
+
+def _start_worker(owner: int, initializer: Callable[..., Any] | None, initargs: tuple) -> None:
+    """Every worker's initializer: the watch on the pool's owner, then the stage's own."""
+    threading.Thread(target=_watch_owner, args=(owner,), name="owner-watch", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], processes: int,
                 context: multiprocessing.context.BaseContext | None = None,
                 initializer: Callable[..., Any] | None = None, initargs: tuple = (),
@@ -51,7 +90,8 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], processes: int,
         fn, jobs: a picklable top-level function and its (picklable) jobs.
         processes: worker processes (>= 1).
         context: multiprocessing context (default ``pool_context()``).
-        initializer, initargs: run once in every worker before its first job.
+        initializer, initargs: run once in every worker before its first job (after the watch that
+            ends the worker when this process ends).
         name: how a job is named in the error (default ``repr``).
 
     Raises:
@@ -59,8 +99,8 @@ def ordered_map(fn: Callable[[J], R], jobs: Iterable[J], processes: int,
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1; got {processes}")
-    pool = ProcessPoolExecutor(processes, mp_context=context or pool_context(), initializer=initializer,
-                               initargs=initargs)
+    pool = ProcessPoolExecutor(processes, mp_context=context or pool_context(), initializer=_start_worker,
+                               initargs=(os.getpid(), initializer, initargs))
     todo, pending = iter(jobs), collections.deque()
     try:
         for job in todo:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from twostream.flowviz import flow_to_hsv
-from twostream.opticalflow import dequantize
+from twostream.flowstore import dequantize
 from twostream.resample import label_below
 from twostream.samples import channels_to_pairs
 

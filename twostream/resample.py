@@ -21,8 +21,9 @@ import numpy as np
 
 from twostream.clips import resample_indices  # noqa: F401 - re-export: the rule lives with the clips
 from twostream.config import ResampleConfig
-from twostream.frames import FrameStore
-from twostream.hmdb51 import read_index, write_json
+from twostream.framestore import FrameStore
+from twostream.hmdb51 import read_index
+from twostream.jsonio import write_json
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ one row of ``ref`` per clip (``clip_refs``):
 
 - ``rgb``: ``[n]``, the native number of the clip's middle frame, in the frames store;
 - ``sg3i``: ``[n0, n1, n2]``, the native numbers of its first, middle and last frame, in
-  the frames store (their grayscale stacked as channels: ``sg3i.sg3i_image``);
+  the frames store (their grayscale stacked as channels: ``sg3i_image``);
 - ``flow``: ``[k0, ..., kL-1]``, its ``flow.stack`` pairs ``(k, k + 1)`` of resampled frames,
   in the flow store (x and y interleaved as ``2L`` channels: ``pairs_to_channels``).
 
@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from twostream.clips import flow_pairs, middle_frame
-from twostream.flow import FlowStore
-from twostream.frames import FrameStore
-from twostream.sg3i import sg3i_image
+from twostream.flowstore import FlowStore
+from twostream.framestore import FrameStore
 
+MODALITIES = ("rgb", "sg3i", "flow")
+ROLES = ("train", "val", "test")  # the roles that have shards
 STORE_OF = {"rgb": "frames", "sg3i": "frames", "flow": "flow"}  # modality -> the store its refs point into
 
 
@@ -63,6 +64,17 @@ def clip_refs(kept: np.ndarray, starts: list[int], triples: list[list[int]], fra
     return {"rgb": np.asarray([[kept[middle_frame(s, frames)]] for s in starts], np.int64).reshape(n, 1),
             "sg3i": np.asarray(triples, np.int64).reshape(n, 3),
             "flow": np.asarray([flow_pairs(s, frames, stack) for s in starts], np.int64).reshape(n, stack)}
+
+
+def times_to_channels(gray: np.ndarray) -> np.ndarray:
+    """Stack time as channels: ``(..., 3, H, W)`` grayscale -> ``(..., H, W, 3)``."""
+    return np.ascontiguousarray(np.moveaxis(gray, -3, -1))
+
+
+def sg3i_image(frames: FrameStore, vid: int, triple: list[int] | np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` SG3I image of the native frames ``triple`` (first, middle, last) of ``vid``:
+    their grayscale as the frames store decodes it (``FrameStore.read_gray``) stacked as channels."""
+    return times_to_channels(frames.read_gray(vid, triple))
 
 
 class SampleReader:

@@ -29,10 +29,12 @@ import numpy as np
 
 from twostream.clips import clip_starts, sg3i_frames
 from twostream.config import ClipConfig, to_dict
-from twostream.frames import FrameStore
+from twostream.framestore import FrameStore
 from twostream.h5store import META_NAME
-from twostream.hmdb51 import read_index, write_json
+from twostream.hmdb51 import read_index
+from twostream.jsonio import write_json
 from twostream.resample import read_resample
+from twostream.samples import sg3i_image, times_to_channels
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,6 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
     for i, frame in enumerate(frames):
         out[i] = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     return out
-
-
-def times_to_channels(gray: np.ndarray) -> np.ndarray:
-    """Stack time as channels: ``(..., 3, H, W)`` grayscale -> ``(..., H, W, 3)``."""
-    return np.ascontiguousarray(np.moveaxis(gray, -3, -1))
 
 
 def sg3i_images(kept_rgb: np.ndarray, clip: ClipConfig) -> np.ndarray:
@@ -139,12 +136,6 @@ def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     write_json(out_dir / META_NAME, meta)
     log.info("sg3i: %d clips of %d videos -> %s", meta["counts"]["clips"], len(videos), out_dir)
     return meta
-
-
-def sg3i_image(frames: FrameStore, vid: int, triple: list[int] | np.ndarray) -> np.ndarray:
-    """``(H, W, 3) uint8`` SG3I image of the native frames ``triple`` (first, middle, last) of ``vid``:
-    their grayscale as the frames store decodes it (``FrameStore.read_gray``) stacked as channels."""
-    return times_to_channels(frames.read_gray(vid, triple))
 
 
 class SG3IStore:

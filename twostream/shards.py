@@ -41,24 +41,19 @@ import numpy as np
 
 from twostream.clips import clip_starts, flow_pairs, middle_frame
 from twostream.config import ClipConfig, ShardsConfig, to_dict
-from twostream.flow import FlowStore
-from twostream.expected import (  # noqa: F401 - read_expected, EXPECTED_NAME: re-exports
-    EXPECTED_NAME, expected_videos, read_expected, stage_reasons,
-)
+from twostream.flowstore import FlowStore
+from twostream.expected import EXPECTED_NAME, expected_videos, stage_reasons
 from twostream.previews import write_previews
-from twostream.frames import FrameStore
+from twostream.framestore import FrameStore
 from twostream.h5store import LIBVER
-from twostream.hmdb51 import read_index, write_json
+from twostream.hmdb51 import read_index
+from twostream.jsonio import write_json
 from twostream.resample import read_resample
-from twostream.samples import (  # noqa: F401 - pairs_to_channels, channels_to_pairs: re-exports
-    STORE_OF, SampleReader, channels_to_pairs, clip_refs, pairs_to_channels,
-)
+from twostream.samples import MODALITIES, ROLES, STORE_OF, SampleReader, clip_refs, pairs_to_channels
 from twostream.sg3i import SG3IStore
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("rgb", "sg3i", "flow")
-ROLES = ("train", "val", "test")
 SHARD_NAME = "{role}-{number:05d}.h5"
 SUMMARY_NAME = "summary.json"
 LAYOUTS = {

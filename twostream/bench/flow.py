@@ -25,9 +25,11 @@ from twostream.bench.common import frames_config, resample_fps
 from twostream.clips import needed_pairs
 from twostream.config import ClipConfig, DemoConfig, FlowConfig, ResampleConfig, load_params, section
 from twostream.demo import render_dataset
-from twostream.flow import TVL1_KEYWORDS, compute_flow, extract_flow, pool_context, tvl1_params
-from twostream.frames import FrameStore, extract_frames
-from twostream.hmdb51 import write_json
+from twostream.opticalflow import TVL1_KEYWORDS
+from twostream.flow import compute_flow, extract_flow, pool_context, tvl1_params
+from twostream.framestore import FrameStore
+from twostream.frames import extract_frames
+from twostream.jsonio import write_json
 from twostream.resample import read_resample, resample_videos
 
 

@@ -43,9 +43,11 @@ from twostream.bench.train import parse_size
 from twostream.clips import kept_stream
 from twostream.config import FramesConfig, load_params, resolve_workers
 from twostream.flow import tvl1_params
-from twostream.frames import DECODE_ROLES, FrameStore, decode_frame, encode_frame, extract_frames
+from twostream.frames import DECODE_ROLES, decode_frame, encode_frame, extract_frames
+from twostream.framestore import FrameStore
 from twostream.h5store import LIBVER, META_NAME, encode_chunks
-from twostream.hmdb51 import read_index, write_json
+from twostream.hmdb51 import read_index
+from twostream.jsonio import write_json
 from twostream.video import VideoReader, ffmpeg_exe
 
 RAW = "raw"  # the lossless reference candidate: HDF5 chunks of h5store.encode_chunks
