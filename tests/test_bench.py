@@ -8,12 +8,12 @@ import pytest
 
 from twostream.bench.__main__ import build_parser, main
 from twostream.bench.memory import clip_texture, scene_block
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 
 def test_parser_has_every_benchmark_and_the_flow_backends():
     parser = build_parser()
-    for command in ("decode", "store", "flow", "loader", "train", "ray"):
+    for command in ("decode", "store", "flow", "loader", "train", "ray", "index"):
         assert parser.parse_args([command]).command == command
     args = parser.parse_args(["flow", "--backend", "torch", "--size", "64x48", "--batch-size", "8"])
     assert (args.backend, args.size, args.batch_size, args.pairs) == ("torch", "64x48", 8, None)
@@ -129,3 +129,15 @@ def test_frames_benchmark_defaults():
     store = build_parser().parse_args(["store"])
     assert (store.size, store.fps, store.qualities, store.pairs) == (None, None, [75, 90, 95], 24)
     assert build_parser().parse_args(["decode"]).fps is None
+
+
+def test_index_benchmark_hashes_everything_once_then_nothing(capsys, tmp_path):
+    main(["index", "--videos", "300", "--bytes", "2048", "--classes", "7", "--repeats", "1",
+          "--keep", str(tmp_path / "bench")])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["bench"], result["videos"], result["bytes_per_video"]) == ("index", 300, 2048)
+    for kind in ("one_thread", "all_cores", "reindex_cached"):
+        assert result[kind]["files_per_s"] > 0 and len(result[kind]["seconds"]) == 1
+    assert result["speedup_all_cores"] > 0 and result["kinetics400_reindex_seconds"] > 0
+    lists = (tmp_path / "bench" / "tree" / "train.txt").read_text().splitlines()
+    assert len(lists) == 240 and lists[0] == "clips/000/0000000.mp4 0"  # 4 in 5 in train

@@ -67,6 +67,8 @@ def test_every_rule_names_a_field():
     ("data", "split", 4, "data.split must be one of 1, 2, 3; got 4"),
     ("data", "split", True, "data.split must be one of 1, 2, 3; got True"),
     ("data", "unused_as_train", "no", "data.unused_as_train must be true or false; got 'no'"),
+    ("data", "format", "kinetics", "data.format must be one of auto, hmdb51, ucf101, folders, list; got 'kinetics'"),
+    ("demo_data", "layout", "auto", "demo_data.layout must be one of hmdb51, ucf101, folders, list; got 'auto'"),
     ("model", "dropout", 1, "model.dropout must be a number in [0, 1); got 1"),
     ("model", "pretrained", "weights.pth",
      "model.pretrained must be none, imagenet or an existing .pth/.pt file; got 'weights.pth'"),

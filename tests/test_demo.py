@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from twostream import demo, figure
+from twostream import demo, demoset, figure
 from twostream.config import DemoConfig
 from twostream.video import ffmpeg_exe
 
@@ -26,7 +26,7 @@ LINE = re.compile(r"^(?P<name>[^/\n]+\.avi) (?P<tag>[012]) $")
 def tiny(**changes) -> DemoConfig:
     """8 classes x 4 videos x 0.5 s at 64x48: 15 frames a video."""
     values = dict(classes=8, videos_per_class=4, seconds=0.5, width=64, height=48, fps=30,
-                  train_fraction=0.6, test_fraction=0.3, workers=1)
+                  train_fraction=0.6, test_fraction=0.3, layout="hmdb51", workers=1)
     values.update(changes)
     return DemoConfig(**values)
 
@@ -39,7 +39,7 @@ def hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo") / "root"
-    return out, demo.render_dataset(out, tiny(), seed=7, progress=False)
+    return out, demoset.render_dataset(out, tiny(), seed=7, progress=False)
 
 
 def test_layout_and_summary(rendered):
@@ -84,7 +84,7 @@ def test_the_three_splits_differ_in_every_class(rendered):
 
 
 def test_split_counts_at_the_default_size():
-    tags = demo.split_tags(100, tiny(), seed=0, class_index=3)
+    tags = demoset.split_tags(100, tiny(), seed=0, class_index=3)
     for split in tags:
         assert collections.Counter(split) == {1: 60, 2: 30, 0: 10}
     assert len({tuple(split) for split in tags}) == 3
@@ -105,7 +105,7 @@ def test_names_are_hmdb_like_and_some_hold_odd_characters(rendered):
 
 def test_bytes_do_not_depend_on_workers_and_follow_the_seed(rendered, tmp_path):
     out, _ = rendered
-    demo.render_dataset(tmp_path / "again", tiny(workers=2), seed=7, progress=False)
+    demoset.render_dataset(tmp_path / "again", tiny(workers=2), seed=7, progress=False)
     assert hashes(tmp_path / "again") == hashes(out)
     a = demo.render_video("wave", tiny(), demo.video_seeds(7, 6, 0)[1])
     b = demo.render_video("wave", tiny(), demo.video_seeds(8, 6, 0)[1])
@@ -126,10 +126,10 @@ def test_videos_decode_with_the_expected_size_and_count(rendered):
 def test_class_count_outside_8_to_all_is_refused(tmp_path):
     for n in (7, len(figure.CLASSES) + 1):
         with pytest.raises(ValueError, match=rf"8\.\.{len(figure.CLASSES)}; got {n}"):
-            demo.render_dataset(tmp_path, tiny(classes=n), seed=0, progress=False)
+            demoset.render_dataset(tmp_path, tiny(classes=n), seed=0, progress=False)
     assert demo.class_names(len(figure.CLASSES)) == list(figure.CLASSES)
     with pytest.raises(ValueError, match="even"):
-        demo.render_dataset(tmp_path, tiny(width=63), seed=0, progress=False)
+        demoset.render_dataset(tmp_path, tiny(width=63), seed=0, progress=False)
 
 
 def test_first_eight_classes_hold_both_reversed_pairs_and_the_same_motion_pair():
@@ -189,12 +189,14 @@ def test_unknown_class_is_named():
         figure.pose("dance", 0.5, figure.sample_motion("wave", np.random.default_rng(0), 1.0))
 
 
-def run_stage(tmp_path: Path, root: str) -> subprocess.CompletedProcess:
+def run_stage(tmp_path: Path, root: str, fresh: bool = True) -> subprocess.CompletedProcess:
     params = {"base": {"seed": 3}, "demo_data": vars(tiny()) | {"classes": 8, "videos_per_class": 1},
-              "data": {"root": root, "split": 1, "val_fraction": 0.2, "unused_as_train": False}}
+              "data": {"root": root, "format": "auto", "split": 1, "val_fraction": 0.2, "unused_as_train": False,
+                       "annotations": ""}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    (tmp_path / "data" / "demo").mkdir(parents=True)
-    (tmp_path / "data" / "demo" / "stale.txt").write_text("from an earlier run")
+    if fresh:
+        (tmp_path / "data" / "demo").mkdir(parents=True)
+        (tmp_path / "data" / "demo" / "stale.txt").write_text("from an earlier run")
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, str(REPO / "stages" / "demo_data.py"), "data/demo"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, check=True)
@@ -203,9 +205,28 @@ def run_stage(tmp_path: Path, root: str) -> subprocess.CompletedProcess:
 def test_stage_renders_when_data_root_is_its_output(tmp_path):
     proc = run_stage(tmp_path, "./data/demo/")
     out = tmp_path / "data" / "demo"
-    assert sorted(p.name for p in out.iterdir()) == ["splits", "videos"]
+    assert sorted(p.name for p in out.iterdir()) == [demoset.STAMP_NAME, "splits", "videos"]
     assert len(list(out.rglob("*.avi"))) == 8 and len(list(out.rglob("*.txt"))) == 24
     assert "8 videos" in proc.stdout
+
+
+def test_stage_keeps_a_folder_that_holds_the_same_demo_and_renders_an_edited_one_again(tmp_path):
+    """The demo's bytes follow its params, seed and demoset.VERSION: a re-run with the same ones keeps
+    the folder (an edit of the code that keeps the version costs no rendering); a touched file, or
+    another version, renders it again, the same bytes."""
+    run_stage(tmp_path, "data/demo")
+    out = tmp_path / "data" / "demo"
+    first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    kept = run_stage(tmp_path, "data/demo", fresh=False)
+    assert "nothing rendered" in kept.stdout
+    video = next(out.rglob("*.avi"))
+    video.write_bytes(b"edited")
+    again = run_stage(tmp_path, "data/demo", fresh=False)
+    assert "8 videos" in again.stdout
+    assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == first
+    cfg = tiny(classes=8, videos_per_class=1)
+    assert demoset.holds(out, demoset.stamp(cfg, 3))
+    assert not demoset.holds(out, demoset.stamp(cfg, 4))  # another seed (or params, or version)
 
 
 def test_stage_writes_only_a_placeholder_for_another_root(tmp_path):
@@ -213,3 +234,26 @@ def test_stage_writes_only_a_placeholder_for_another_root(tmp_path):
     out = tmp_path / "data" / "demo"
     assert [p.name for p in out.iterdir()] == ["README.txt"]
     assert "elsewhere/hmdb51" in (out / "README.txt").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", ["hmdb51", "ucf101", "folders", "list"])
+def test_every_layout_is_indexed_with_the_roles_and_labels_it_was_written_with(tmp_path, layout):
+    """The demo in each dataset format: ``data.format: auto`` recognises it, and every video it
+    wrote is in the index with its class, label and role (train standing for train or val)."""
+    from twostream.datasets.index import build_index
+
+    cfg = tiny(layout=layout, videos_per_class=5)
+    summary = demoset.render_dataset(tmp_path / "demo", cfg, seed=3, progress=False)
+    index, report = build_index(str(tmp_path / "demo"), 1, 0.2, False, 3, "auto")
+    assert report["format"] == layout and report["n_problems"] == 0, report
+    got = {r["path"].split("/demo/", 1)[1]: r for r in index}
+    expected = summary["expected"]
+    assert sorted(got) == sorted(expected) and len(got) == summary["videos"]
+    for path, want in expected.items():
+        record = got[path]
+        role = "train" if record["role"] == "val" else record["role"]
+        assert (record["class"], record["label"], role) == (want["class"], want["label"], want["role"]), path
+    if layout == "ucf101":
+        assert report["groups"]["in_several_roles"] == []
+    if layout == "list":  # the list's own labels (demo order), not the sorted names
+        assert [r["class"] for r in index if r["label"] == 0][0] == demo.class_names(8)[0]

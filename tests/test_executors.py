@@ -23,7 +23,7 @@ from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, FramesConfi
 from twostream.executors import ClusterError
 from twostream.pools import WorkerDied
 from twostream.resample import resample_videos
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 ray = pytest.importorskip("ray")
 

@@ -23,7 +23,7 @@ from twostream.flowstore import FlowStore, dequantize
 from twostream.codec import decode_image
 from twostream.frames import extract_frames
 from twostream.resample import resample_videos
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 # OpenCV's own TV-L1 parameters, as params.yaml has them
 OPENCV = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,

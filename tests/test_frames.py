@@ -22,7 +22,7 @@ from twostream.clips import resample_indices
 from twostream.config import FramesConfig
 from twostream.framestore import FrameInfo, FrameStore
 from twostream.frames import FramesError, codec_roundtrip, decode_frame, encode_frame, extract_frames
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 

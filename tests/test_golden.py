@@ -29,12 +29,12 @@ import cv2
 import numpy as np
 import pytest
 
-from twostream import engine, flow, frames
+from twostream import demoset, engine, flow, frames
 from twostream.codec import decode_image, encode_image
 from twostream.config import FlowConfig
 from twostream.flowstore import quantize
 from twostream.framestore import decode_frame
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # decoded and resized frames (ffmpeg's scaler may round differently on other CPUs), stored as JPEG
@@ -193,12 +193,49 @@ def compare_training(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
     return problems
 
 
+# ---- the demo dataset (twostream.demoset.VERSION) ------------------------------------------------
+
+DEMO_MEAN_ABS, DEMO_MAX_ABS = 1.0, 24  # decoded demo frames: float drawing, then XviD, on another CPU
+
+
+def demo_outputs() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A tiny demo (8 classes, two 0.2-s videos each, 32x32) in the HMDB-51 layout: the split files
+    exactly, the first and last frame of every video decoded."""
+    from twostream.config import DemoConfig
+    from twostream.video import decode_video
+
+    cfg = DemoConfig(classes=8, videos_per_class=2, seconds=0.2, width=32, height=32, fps=30, train_fraction=0.5,
+                     test_fraction=0.5, layout="hmdb51", workers=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        demoset.render_dataset(tmp, cfg, seed=0, progress=False)
+        root = Path(tmp)
+        lists = {p.relative_to(root).as_posix(): sha256(p.read_bytes()) for p in sorted((root / "splits").iterdir())}
+        videos = sorted((root / "videos").rglob("*.avi"))
+        names = [p.relative_to(root).as_posix() for p in videos]
+        frames_ = np.stack([decode_video(p, 32, 32).frames[[0, -1]] for p in videos])  # (V, 2, 32, 32, 3)
+    return {"split_files": lists, "videos": names}, {"frames": frames_}
+
+
+def compare_demo(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
+                 exact: dict[str, Any], now: dict[str, np.ndarray]) -> list[str]:
+    problems = [f"{key}: {exact[key]!r} != recorded {recorded[key]!r}" for key in recorded if exact.get(key) != recorded[key]]
+    old, new = arrays["frames"].astype(np.int16), now["frames"].astype(np.int16)
+    if old.shape != new.shape:
+        return [*problems, f"rendered frames {new.shape} != recorded {old.shape}"]
+    diff = np.abs(old - new)
+    if diff.mean() > DEMO_MEAN_ABS or diff.max() > DEMO_MAX_ABS:
+        problems.append(f"rendered videos differ from the recorded ones by {diff.mean():.3f} grey levels on average, "
+                        f"{diff.max()} at most (tolerance {DEMO_MEAN_ABS}, {DEMO_MAX_ABS})")
+    return problems
+
+
 # ---- the checks and the recorder ---------------------------------------------------------------
 
 CHECKS: dict[str, tuple[str, Callable[[], tuple], Callable[..., list[str]]]] = {
     "frames": ("twostream.frames", frames_outputs, compare_frames),
     "flow": ("twostream.flow", flow_outputs, compare_flow),
     "training": ("twostream.engine", training_outputs, compare_training),
+    "demo": ("twostream.demoset", demo_outputs, compare_demo),
 }
 
 

@@ -1,10 +1,12 @@
-"""Tests of twostream.hmdb51 and stages/index.py on split files made in tmp_path."""
+"""Tests of the HMDB-51 format (twostream.datasets.hmdb51), what it shares with the others, and
+stages/index.py, on split files made in tmp_path."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from twostream.hmdb51 import PROBLEM_KEYS, build_index, carve_val, detect_layout, is_escaping, parse_split_line, read_index
+from twostream.datasets.common import PROBLEM_KEYS, FormatError, carve_val, is_escaping
+from twostream.datasets.hmdb51 import detect_layout, parse_split_line
+from twostream.datasets.index import build_index
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +101,9 @@ def test_is_escaping(name: str, escaping: bool) -> None:
 
 
 def test_detect_layout(tmp_path: Path) -> None:
-    (tmp_path / "d" / "splits").mkdir(parents=True)
-    (tmp_path / "o" / "testTrainMulti_7030_splits").mkdir(parents=True)
+    for folder in ("d/splits", "o/testTrainMulti_7030_splits"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "walk_test_split1.txt").write_text("w1.avi 1 \n")
     demo, official = detect_layout(tmp_path / "d"), detect_layout(tmp_path / "o")
     assert (demo.name, demo.video_dir, demo.video_prefix) == (
         "demo", tmp_path / "d" / "videos", "videos"
@@ -105,10 +111,11 @@ def test_detect_layout(tmp_path: Path) -> None:
     assert (official.name, official.video_dir, official.video_prefix) == (
         "official", tmp_path / "o", ""
     )
-    with pytest.raises(FileNotFoundError, match=r"videos/<class>/<name>\.avi.*testTrainMulti_70"):
+    with pytest.raises(FormatError, match=r"videos/<class>/\*\.avi.*testTrainMulti_70"):
         detect_layout(tmp_path / "nothing")
     (tmp_path / "d" / "testTrainMulti_7030_splits").mkdir()
-    with pytest.raises(ValueError, match="both layouts"):
+    (tmp_path / "d" / "testTrainMulti_7030_splits" / "walk_test_split1.txt").write_text("w1.avi 1 \n")
+    with pytest.raises(FormatError, match="both HMDB-51 layouts"):
         detect_layout(tmp_path / "d")
 
 
@@ -139,7 +146,7 @@ def test_messy_demo_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     )
     f = "brush_hair_test_split1.txt"
     assert report["unparsed_lines"] == [{"file": f, "line": 6, "text": "garbage line here"}]
-    assert report["duplicates"] == [{"file": f, "line": 7, "name": "b1.avi", "first_line": 1}]
+    assert report["duplicates"] == [{"file": f, "line": 7, "name": "b1.avi", "first_file": f, "first_line": 1}]
     assert report["escaping_names"] == [
         {"file": f, "line": 8, "name": "../escape.avi"},
         {"file": f, "line": 9, "name": str(outside)},
@@ -149,7 +156,7 @@ def test_messy_demo_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert report["classes_without_split"] == [{"class": "jump"}]
     assert report["empty_classes"] == []
     assert report["n_problems"] == 7
-    assert (report["layout"], report["split"], report["n_classes"]) == ("demo", 1, 2)
+    assert (report["format"], report["layout"], report["split"], report["n_classes"]) == ("hmdb51", "demo", 1, 2)
 
 
 def official_dataset(root: Path) -> dict[str, bytes]:
@@ -225,7 +232,7 @@ def test_read_index_fills_keys_and_rejects_repeated_ones(tmp_path: Path) -> None
     # two roots holding the same <class>/<name>: one key, two videos
     by_hand[1] = {"path": "y/walk/v1.avi", "class": "walk", "label": 0, "role": "test"}
     write_json(tmp_path / "index.json", by_hand)
-    message = r"index.json: video keys \(<class>/<file name>\) must be unique; repeated: " \
+    message = r"index.json: video keys must be unique; repeated: " \
               r"\{'walk/v1.avi': \['x/walk/v1.avi', 'y/walk/v1.avi'\]\}"
     with pytest.raises(ValueError, match=message):
         read_index(tmp_path / "index.json")
@@ -278,8 +285,9 @@ def test_errors(tmp_path: Path) -> None:
             build_index(str(tmp_path / "ds"), split, 0.2, False, 0)
     with pytest.raises(ValueError, match=r"data.split=2: no <class>_test_split2.txt"):
         build_index(str(tmp_path / "ds"), 2, 0.2, False, 0)
-    message = r"no usable video left .* 0 train, 0 val, 0 test, 0 unused; 3 problems"
-    with pytest.raises(ValueError, match=message):
+    message = r"no usable video in .*ds \(hmdb51\): 3 problems, \{'unparsed_lines': 1, 'missing_files': 1, " \
+              r"'empty_classes': 1\}"
+    with pytest.raises(FormatError, match=message):
         build_index(str(tmp_path / "ds"), 1, 0.2, False, 0)
 
 
@@ -322,8 +330,8 @@ def test_real_hmdb51_splits(tmp_path: Path) -> None:
 def test_stage_end_to_end(tmp_path: Path) -> None:
     messy_dataset(tmp_path / "ds", tmp_path / "outside.avi")
     (tmp_path / "params.yaml").write_text(
-        "base:\n  seed: 0\ndata:\n  root: ds\n  split: 1\n  val_fraction: 0.2\n"
-        "  unused_as_train: false\n"
+        "base:\n  seed: 0\ndata:\n  root: ds\n  format: auto\n  split: 1\n  val_fraction: 0.2\n"
+        "  unused_as_train: false\n  annotations: ''\n"
     )
     pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": pythonpath}
@@ -331,10 +339,9 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     args = [sys.executable, script, "ds", "data/index.json", "data/report.json"]
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == (
-        "index: demo layout, split 1, 2 classes: 10 train, 3 val, 4 test, 2 unused; "
-        "7 problems -> data/index.json, data/report.json\n"
-    )
+    assert re.fullmatch(r"index: hmdb51 \(demo\), split 1, 2 classes: 10 train, 3 val, 4 test, 2 unused; 7 problems "
+                        r"\(19 videos hashed, 0 unchanged, [0-9.]+ s\) -> data/index.json, data/report.json\n",
+                        done.stdout), done.stdout
     index = json.loads((tmp_path / "data" / "index.json").read_text())
     report = json.loads((tmp_path / "data" / "report.json").read_text())
     assert len(index) == 19 and index[0]["path"] == "ds/videos/brush_hair/b1.avi"

@@ -10,9 +10,12 @@ import pytest
 import yaml
 
 from conftest import run, set_params
+from twostream.config import DemoConfig
+from twostream.demoset import expected_roles
 from twostream.presets import apply, load_presets
 from twostream.scoring import load_checkpoint
-from twostream.video import decode_video, write_video
+from twostream.video import decode_video
+from twostream.videowriter import write_video
 
 TINY = dict(
     demo_data=dict(classes=8, videos_per_class=5, seconds=1.5, width=64, height=48, workers=2),
@@ -275,3 +278,27 @@ def check_presets(repo) -> None:
         fusion = json.loads((repo / "metrics/fusion.json").read_text())
         assert fusion["method"] == params["fusion"] and fusion["n_videos"] == n_test, name
     (repo / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["ucf101", "folders", "list"])
+def test_each_dataset_format_runs_the_tiny_pipeline(repo_copy, layout):
+    """The demo written as UCF101, as class folders and as video lists goes through every stage
+    (``data.format: auto``); the index gives each video the class, label and role demo_data wrote,
+    and every test video is counted in the metrics."""
+    set_params(repo_copy, **{**TINY, "demo_data": {**TINY["demo_data"], "layout": layout}})
+    out = run(["dvc", "repro"], repo_copy).stdout
+    assert f"index: {layout} (" in out, out
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    expected = expected_roles(DemoConfig(**params["demo_data"]), params["base"]["seed"])
+    index = json.loads((repo_copy / "data/index.json").read_text())
+    got = {r["path"].removeprefix("data/demo/"): r for r in index}
+    assert sorted(got) == sorted(expected)
+    for path, want in expected.items():
+        role = "train" if got[path]["role"] == "val" else got[path]["role"]
+        assert (got[path]["class"], got[path]["label"], role) == (want["class"], want["label"], want["role"]), path
+    assert {r["role"] for r in index} >= {"train", "val", "test"}
+    n_test = sum(r["role"] == "test" for r in index)
+    for name in ("spatial", "temporal", "fusion"):
+        metrics = json.loads((repo_copy / f"metrics/{name}.json").read_text())
+        assert metrics["n_videos"] == metrics["videos_scored"] == n_test, (name, metrics)

@@ -29,7 +29,7 @@ from twostream.resample import resample_videos
 from twostream.scoring import Dist, load_checkpoint, model_from_checkpoint, predict, score_samples
 from twostream.sg3i import build_sg3i
 from twostream.shards import build_shards
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 CLASSES = ["clap", "jump", "kick", "wave"]
 # 1.5 s at 30 fps -> 9 frames at 6 fps -> clips at 0, 3, 6 (3 frames every 3): 3 clips
@@ -42,7 +42,7 @@ CROP = 28
 def demo_frames(cls: str = "wave", seconds: float = 1.5) -> np.ndarray:
     """``(T, 48, 64, 3) uint8`` frames of one synthetic demo video."""
     cfg = DemoConfig(classes=8, videos_per_class=1, seconds=seconds, width=64, height=48, fps=30,
-                     train_fraction=0.6, test_fraction=0.3, workers=1)
+                     train_fraction=0.6, test_fraction=0.3, layout="hmdb51", workers=1)
     return render_video(cls, cfg, video_seeds(0, 0, 0)[1])
 
 

@@ -12,7 +12,7 @@ from twostream.config import FramesConfig, ResampleConfig
 from twostream.framestore import FrameStore
 from twostream.frames import extract_frames
 from twostream.resample import LABEL_PX, PAD_PX, read_resample, resample_indices, resample_videos
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 
 def test_30_to_6_keeps_every_5th():

@@ -16,7 +16,7 @@ from twostream.framestore import FrameStore
 from twostream.frames import extract_frames
 from twostream.resample import read_resample, resample_videos
 from twostream.sg3i import SG3IStore, build_sg3i, sg3i_images, times_to_channels, to_gray
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 
 def constant_frames(values: list[int], h: int = 4, w: int = 5) -> np.ndarray:

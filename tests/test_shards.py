@@ -23,7 +23,7 @@ from twostream.sg3i import SG3IStore, build_sg3i
 from twostream.shards import LAYOUTS, ShardWriter, ShardsError, build_shards, class_names, pairs_to_channels
 from twostream.samples import channels_to_pairs
 from twostream.expected import read_expected
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 CLIP = ClipConfig(frames=3, step=2)
 # fast TV-L1 for 24x24 test frames (the values do not matter here, only where they go)

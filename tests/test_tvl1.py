@@ -34,7 +34,7 @@ def one_thread():
 def demo_clip(class_index: int, size: int = 64) -> np.ndarray:
     """``(18, size, size) uint8`` grayscale frames 1/6 s apart of a 3-s demo video."""
     cfg = DemoConfig(classes=12, videos_per_class=1, seconds=3.0, width=128, height=96, fps=30,
-                     train_fraction=0.6, test_fraction=0.3, workers=1)
+                     train_fraction=0.6, test_fraction=0.3, layout="hmdb51", workers=1)
     video = render_video(CLASSES[class_index], cfg, video_seeds(0, class_index, 0)[1])[::5]
     return np.stack([cv2.cvtColor(cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
                      for f in video])

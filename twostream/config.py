@@ -42,15 +42,18 @@ class DemoConfig:
     fps: int  # frame rate of the written XviD files
     train_fraction: float  # share of a class's videos tagged 1 (train) in each split
     test_fraction: float  # share tagged 2 (test); the rest is tagged 0 (unused)
+    layout: str  # how the files are laid out: hmdb51 | ucf101 | folders | list (the data.format it tries)
     workers: int  # render processes; 0 = all cores
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str  # dataset root: <root>/videos/<class>/*.avi or the official archive layout
-    split: int  # HMDB-51 split number: 1, 2 or 3
-    val_fraction: float  # share of each class's train videos moved to the `val` role
-    unused_as_train: bool  # seed project's variant: count tag 0 (unused) as train
+    root: str  # dataset root, in one of the formats of `format`
+    format: str  # auto (recognised from the root) | hmdb51 | ucf101 | folders (<split>/<class>/) | list
+    split: int  # HMDB-51 and UCF101 split number: 1, 2 or 3 (the other formats have one split)
+    val_fraction: float  # share of each class's train videos moved to the `val` role (UCF101: by group)
+    unused_as_train: bool  # HMDB-51, the seed project's variant: count tag 0 (unused) as train
+    annotations: str  # folders: a Kinetics annotation CSV, or a folder of them ("" = none)
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,10 @@ RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a fiel
     BaseConfig: {"seed": at_least(0)},
     DemoConfig: {"classes": at_least(8), "videos_per_class": at_least(1), "seconds": above(0),
                  "width": _EVEN_32, "height": _EVEN_32, "fps": at_least(1), "train_fraction": _FRACTION,
-                 "test_fraction": _FRACTION, "workers": _CORES},
+                 "test_fraction": _FRACTION, "layout": one_of("hmdb51", "ucf101", "folders", "list"),
+                 "workers": _CORES},
     DataConfig: {"root": Rule(lambda v: v.strip() != "", "a non-empty path", typed=False),
+                 "format": one_of("auto", "hmdb51", "ucf101", "folders", "list"),
                  "split": one_of(1, 2, 3), "val_fraction": between(0, 1)},
     FramesConfig: {"width": at_least(1), "height": at_least(1), "workers": _CORES,
                    "max_failures": _FRACTION, "codec": one_of("jpeg", "png"), "quality": between(1, 100)},

@@ -1,7 +1,8 @@
-"""The bundled stand-in for HMDB-51: stick-figure action videos in the HMDB-51 layout.
+"""The bundled stand-in for HMDB-51: stick-figure action videos, in any layout the index reads.
 
-``render_dataset`` writes ``<out>/videos/<class>/<name>.avi`` (XviD) and
-``<out>/splits/<class>_test_split{1,2,3}.txt``. The data is built so that both
+``render_dataset`` writes XviD videos and the split or list files of ``demo_data.layout``
+(``demolayouts``; by default HMDB-51's ``<out>/videos/<class>/<name>.avi`` and
+``<out>/splits/<class>_test_split{1,2,3}.txt``). The data is built so that both
 streams of a two-stream network are needed:
 
 - time-reversed pairs (``sit_down``/``stand_up``, ``pick_up``/``put_down``) show the
@@ -20,20 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import os
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from statistics import NormalDist
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from twostream import figure
-from twostream.config import DemoConfig, resolve_workers
-from twostream.video import write_video
+from twostream.config import DemoConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +36,6 @@ MIN_CLASSES = 8
 LUMA = np.array([0.299, 0.587, 0.114])
 PAD = 3  # background margin in pixels that camera jitter reveals
 NOISE_FIELDS = 8  # independent pixel-noise fields per video (each also used in its 4 flips)
-_TITLES = ("Backyard_Practice", "Gym_Session", "Family_Video", "Park_Day", "Home_Clip", "Tutorial",
-           "Old_Tape", "Summer_Camp", "Training", "My_Video")
-_ODD_TITLES = ("#{k}_Best_Ever!!_(HD)_[NEW]_Tom&Jerry+Co;_~fun@home clip",
-               "[Re]_Take_{k}_(slow)_#1!_rock&roll+more;_~me@park vid",
-               "Wow!_{k}_~@#_[raw]_(part+1);_A&B home movie")
-
-
 def class_names(n: int) -> list[str]:
     """The first ``n`` demo classes, in dataset order.
 
@@ -63,44 +50,6 @@ def class_names(n: int) -> list[str]:
 def video_seeds(seed: int, class_index: int, video_index: int) -> tuple[np.random.SeedSequence, ...]:
     """The (name, render) seed sequences of one video, both from ``[seed, class, video]``."""
     return tuple(np.random.SeedSequence([seed, class_index, video_index]).spawn(2))
-
-
-def video_name(cls: str, video_index: int, ss: np.random.SeedSequence) -> str:
-    """HMDB-like file name ``<Title>_<class>_<k>.avi``.
-
-    Every 7th title holds the characters real HMDB-51 names hold (``! ( ) # [ ] & + ; ~ @``)
-    plus a space; no name has a ``/`` or starts with ``-``.
-    """
-    rng = np.random.default_rng(ss)
-    k = int(rng.integers(1, 100))
-    if video_index % 7 == 3:
-        title = _ODD_TITLES[int(rng.integers(len(_ODD_TITLES)))].format(k=k)
-    else:
-        title = f"{_TITLES[int(rng.integers(len(_TITLES)))]}_{k:02d}"
-    return f"{title}_{cls}_{video_index}.avi"
-
-
-def split_tags(n: int, cfg: DemoConfig, seed: int, class_index: int) -> list[list[int]]:
-    """Tags (1 train, 2 test, 0 unused) of a class's ``n`` videos in splits 1, 2 and 3.
-
-    Each split is its own seeded shuffle; a split that repeats an earlier one is drawn
-    again when the class has enough distinct assignments.
-
-    Returns:
-        Three lists of ``n`` tags, in video order.
-    """
-    n_train = min(n, math.floor(cfg.train_fraction * n + 0.5))
-    n_test = min(n - n_train, math.floor(cfg.test_fraction * n + 0.5))
-    base = np.array([1] * n_train + [2] * n_test + [0] * (n - n_train - n_test))
-    distinct = math.comb(n, n_train) * math.comb(n - n_train, n_test)
-    splits: list[list[int]] = []
-    for split in (1, 2, 3):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, class_index, 0x5B117, split]))
-        tags = rng.permutation(base).tolist()
-        while tags in splits and distinct > len(splits):
-            tags = rng.permutation(base).tolist()
-        splits.append(tags)
-    return splits
 
 
 def _colour(rng: np.random.Generator, luma: float, chroma: float) -> np.ndarray:
@@ -285,87 +234,3 @@ def render_video(cls: str, cfg: DemoConfig, ss: np.random.SeedSequence) -> np.nd
         cv2.add(frame, up[fields[k]], dst=frame)
         cv2.subtract(frame, down[fields[k]], dst=frame)
     return video
-
-
-def _check(cfg: DemoConfig, seed: int) -> None:
-    """Reject params that cannot give a valid dataset, naming the value and what is allowed."""
-    class_names(cfg.classes)
-    if cfg.videos_per_class < 1:
-        raise ValueError(f"demo_data.videos_per_class must be >= 1; got {cfg.videos_per_class}")
-    if cfg.fps <= 0 or cfg.seconds <= 0 or round(cfg.seconds * cfg.fps) < 2:
-        raise ValueError(f"demo_data needs seconds * fps >= 2 frames; got {cfg.seconds} s at {cfg.fps} fps")
-    if cfg.width % 2 or cfg.height % 2 or min(cfg.width, cfg.height) < 32:
-        raise ValueError(f"demo_data width and height must be even and >= 32; got {cfg.width}x{cfg.height}")
-    fractions = (cfg.train_fraction, cfg.test_fraction)
-    if min(fractions) < 0 or sum(fractions) > 1:
-        raise ValueError(f"demo_data train_fraction and test_fraction must be >= 0 with a sum <= 1; got {fractions}")
-    if seed < 0:
-        raise ValueError(f"base.seed must be >= 0; got {seed}")
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core already
-
-
-def _render_task(task: tuple) -> float:
-    """Render and write one video; returns the seconds it took."""
-    path, cls, class_index, video_index, cfg, seed = task
-    start = time.perf_counter()
-    frames = render_video(cls, cfg, video_seeds(seed, class_index, video_index)[1])
-    write_video(path, frames, cfg.fps, codec="xvid")
-    return time.perf_counter() - start
-
-
-def write_splits(out_dir: str | os.PathLike, cls: str, names: list[str], tags: list[list[int]]) -> None:
-    """Write ``<out>/splits/<cls>_test_split{1,2,3}.txt`` (lines ``name.avi <tag> ``, sorted by name)."""
-    folder = Path(out_dir) / "splits"
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, split_tags_ in enumerate(tags, start=1):
-        lines = sorted(f"{name} {tag} \n" for name, tag in zip(names, split_tags_))
-        with open(folder / f"{cls}_test_split{split}.txt", "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(lines)
-
-
-def render_dataset(out_dir: str | os.PathLike, cfg: DemoConfig, seed: int, progress: bool = True) -> dict:
-    """Render the demo dataset in the HMDB-51 layout, byte-identical for the same params.
-
-    Args:
-        out_dir: dataset root; ``videos/`` and ``splits/`` are created in it.
-        cfg: the ``demo_data`` params.
-        seed: ``base.seed``.
-        progress: show a tqdm bar.
-
-    Returns:
-        Summary: ``classes`` (names), ``videos_per_class``, ``videos``, ``frames_per_video``,
-        ``workers`` and ``seconds`` (wall time).
-
-    Raises:
-        ValueError: on params outside their allowed range (see ``_check``).
-    """
-    _check(cfg, seed)
-    out, names = Path(out_dir), class_names(cfg.classes)
-    tasks, files = [], {}
-    for ci, cls in enumerate(names):
-        (out / "videos" / cls).mkdir(parents=True, exist_ok=True)
-        files[cls] = [video_name(cls, vi, video_seeds(seed, ci, vi)[0]) for vi in range(cfg.videos_per_class)]
-        tasks += [(str(out / "videos" / cls / f), cls, ci, vi, cfg, seed) for vi, f in enumerate(files[cls])]
-    workers = min(resolve_workers(cfg.workers), len(tasks))
-    start = time.perf_counter()
-    with tqdm(total=len(tasks), desc="demo_data", unit="video", disable=not progress) as bar:
-        if workers == 1:
-            for task in tasks:
-                _render_task(task)
-                bar.update()
-        else:
-            # spawn, not fork: a fork of a process whose OpenCV thread pool has run can hang;
-            # an executor (unlike Pool) raises instead of hanging when a worker dies
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-                for _ in pool.map(_render_task, tasks, chunksize=4):
-                    bar.update()
-    for ci, cls in enumerate(names):
-        write_splits(out, cls, files[cls], split_tags(cfg.videos_per_class, cfg, seed, ci))
-    seconds = time.perf_counter() - start
-    log.info("rendered %d videos of %d classes in %.1f s with %d workers", len(tasks), len(names), seconds, workers)
-    return {"classes": names, "videos_per_class": cfg.videos_per_class, "videos": len(tasks),
-            "frames_per_video": round(cfg.seconds * cfg.fps), "workers": workers, "seconds": seconds}

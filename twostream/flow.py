@@ -40,7 +40,7 @@ from twostream.flowstore import LAYOUT, QUANTISATION, quantize
 from twostream.framestore import FrameStore
 from twostream.h5store import META_NAME
 from twostream.opticalflow import _backend, _cuda, compute_flow, tvl1_params
-from twostream.hmdb51 import read_index
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 from twostream.resample import read_resample
 

@@ -33,7 +33,7 @@ from twostream.codec import CODECS, PNG_LEVEL, encode_image
 from twostream.config import ExecutorConfig, FramesConfig, resolve_workers, result_params
 from twostream.framestore import LAYOUT, decode_frame
 from twostream.h5store import META_NAME
-from twostream.hmdb51 import file_sha256, read_index
+from twostream.datasets.records import file_sha256, read_index
 from twostream.jsonio import write_json
 from twostream.pools import ordered_map, pool_context
 from twostream.video import VideoError, VideoReader

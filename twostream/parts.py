@@ -1,7 +1,7 @@
 """Per-video part files: how the long per-video stages (``frames``, ``flow``) write and resume.
 
 Such a stage stores each video in its own HDF5 file, ``<out>/parts/<key>.h5``, named by
-the video's stable id (``"<class>/<file name>"``, ``hmdb51.video_key``), never by its
+the video's stable id (the index record's ``key``, ``datasets.common``), never by its
 position in the index, and stamped with a *part key* (``part_key``): a hash of what the
 part is made from (the video's bytes or the part it was computed from), the params that
 decide the result, and the *version* of the computation, a constant the module that owns

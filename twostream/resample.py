@@ -22,7 +22,7 @@ import numpy as np
 from twostream.clips import resample_indices  # noqa: F401 - re-export: the rule lives with the clips
 from twostream.config import ResampleConfig
 from twostream.framestore import FrameStore
-from twostream.hmdb51 import read_index
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 
 log = logging.getLogger(__name__)

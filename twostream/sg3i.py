@@ -31,7 +31,7 @@ from twostream.clips import clip_starts, sg3i_frames
 from twostream.config import ClipConfig, to_dict
 from twostream.framestore import FrameStore
 from twostream.h5store import META_NAME
-from twostream.hmdb51 import read_index
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 from twostream.resample import read_resample
 from twostream.samples import sg3i_image, times_to_channels

@@ -46,7 +46,7 @@ from twostream.expected import EXPECTED_NAME, expected_videos, stage_reasons
 from twostream.previews import write_previews
 from twostream.framestore import FrameStore
 from twostream.h5store import LIBVER
-from twostream.hmdb51 import read_index
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 from twostream.resample import read_resample
 from twostream.samples import MODALITIES, ROLES, STORE_OF, SampleReader, clip_refs, pairs_to_channels

@@ -10,9 +10,10 @@ import numpy as np
 
 from twostream.config import FramesConfig, ResampleConfig, load_params, section
 from twostream.frames import DECODE_ROLES
-from twostream.hmdb51 import VIDEO_SUFFIXES, read_index
+from twostream.datasets.common import VIDEO_SUFFIXES
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 # fallback videos, like the demo's defaults: 128x96 XviD at 30 fps, 3 s
 RENDER = {"videos": 24, "frames": 90, "width": 128, "height": 96, "fps": 30}

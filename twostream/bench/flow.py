@@ -24,7 +24,7 @@ import numpy as np
 from twostream.bench.common import frames_config, resample_fps
 from twostream.clips import needed_pairs
 from twostream.config import ClipConfig, DemoConfig, FlowConfig, ResampleConfig, load_params, section
-from twostream.demo import render_dataset
+from twostream.demoset import render_dataset
 from twostream.opticalflow import TVL1_KEYWORDS
 from twostream.flow import compute_flow, extract_flow, pool_context, tvl1_params
 from twostream.framestore import FrameStore
@@ -43,7 +43,7 @@ def flow_params(params_path: str) -> tuple[FlowConfig, ClipConfig, DemoConfig]:
                        max_failures=1.0, codec="jpeg", quality=95),
             ClipConfig(frames=3, step=6),
             DemoConfig(classes=8, videos_per_class=1, seconds=3.0, width=128, height=96, fps=30,
-                       train_fraction=0.6, test_fraction=0.3, workers=0))
+                       train_fraction=0.6, test_fraction=0.3, layout="hmdb51", workers=0))
 
 
 def opencv_tvl1_defaults() -> dict[str, Any]:

@@ -46,7 +46,7 @@ from twostream.flow import tvl1_params
 from twostream.frames import DECODE_ROLES, decode_frame, encode_frame, extract_frames
 from twostream.framestore import FrameStore
 from twostream.h5store import LIBVER, META_NAME, encode_chunks
-from twostream.hmdb51 import read_index
+from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 from twostream.video import VideoReader, ffmpeg_exe
 

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from twostream.video import BLOCK_FRAMES, VideoReader, decode_video, encode_args
+from twostream.video import BLOCK_FRAMES, VideoReader, decode_video
+from twostream.videowriter import encode_args
 
 GOAL_MB = 600  # peak RSS a decoding worker may reach, whatever the video's length
 CLIP = {"width": 640, "height": 272, "fps": 30}  # the generated clip: HMDB-like, larger

@@ -47,9 +47,11 @@ import numpy as np
 import yaml
 
 from twostream.config import DemoConfig, usable_cores
-from twostream.demo import split_tags, video_name, video_seeds, write_splits
+from twostream.demo import video_seeds
+from twostream.demoset import split_tags, video_name
+from twostream.demoset import write_hmdb_splits
 from twostream.pools import ordered_map, pool_context
-from twostream.video import write_video
+from twostream.videowriter import write_video
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +223,9 @@ def write_sample(root: Path, videos: int, classes: int, seconds: tuple[float, fl
     for ci, cls in enumerate(names):
         cfg = DemoConfig(classes=classes, videos_per_class=len(files[cls]), seconds=seconds[0],
                          width=SOURCE["width"], height=SOURCE["height"], fps=SOURCE["fps"],
-                         train_fraction=SPLIT_FRACTIONS[0], test_fraction=SPLIT_FRACTIONS[1], workers=0)
-        write_splits(root, cls, files[cls], split_tags(len(files[cls]), cfg, seed, ci))
+                         train_fraction=SPLIT_FRACTIONS[0], test_fraction=SPLIT_FRACTIONS[1], layout="hmdb51",
+                         workers=0)
+        write_hmdb_splits(root, cls, files[cls], split_tags(len(files[cls]), cfg, seed, ci))
     frames = sum(lengths)
     return {"videos": videos, "classes": classes, "seconds": round(frames / SOURCE["fps"], 1),
             "frames": frames, "frames_per_video": lengths, "bytes": sum(sizes),

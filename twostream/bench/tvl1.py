@@ -38,7 +38,7 @@ def demo_pairs(n: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarr
         ``(prev, next)``, each ``(n, height, width) uint8``.
     """
     cfg = DemoConfig(classes=len(CLASSES), videos_per_class=1, seconds=3.0, width=width, height=height,
-                     fps=30, train_fraction=0.6, test_fraction=0.3, workers=1)
+                     fps=30, train_fraction=0.6, test_fraction=0.3, layout="hmdb51", workers=1)
     prev, nxt, video = [], [], 0
     while len(prev) < n:
         ci = video % len(CLASSES)
