@@ -262,3 +262,17 @@ def test_the_hash_cache_skips_unchanged_files_and_sees_changed_ones(tmp_path):
     changed, stats = hash_files([str(p) for p in paths], cache, workers=2)
     assert (stats["hashed"], stats["bytes_hashed"]) == (1, 10) and changed[2] == hashlib.sha256(b"re-encoded").hexdigest()
     cache.close()
+
+
+def test_hashing_in_worker_processes_gives_the_hashes_of_one_process(tmp_path, monkeypatch):
+    from twostream.datasets import common
+
+    paths = []
+    for i in range(7):
+        paths.append(str(tmp_path / f"v{i}.mp4"))
+        Path(paths[-1]).write_bytes(bytes([i]) * (100_000 + i))
+    alone, _ = hash_files(paths, workers=1)
+    monkeypatch.setattr(common, "HASH_CHUNK_FILES", 2)  # 4 jobs for the 2 workers
+    pooled, stats = hash_files(paths, workers=2)
+    assert pooled == alone == [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+    assert stats["hashed"] == 7

@@ -224,6 +224,7 @@ def test_resume_after_interruption_matches_uninterrupted(first_run, shards, tmp_
     assert stable(resumed) == stable(metrics)
     a, b = load_checkpoint(root / "model.pt")["model"], load_checkpoint(tmp_path / "model.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "model.pt").read_bytes() == (root / "model.pt").read_bytes()  # resumed or not, one file
     rows = (tmp_path / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]  # the resumed run replays epoch 1
 

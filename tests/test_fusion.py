@@ -12,19 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from twostream.scoring import load_checkpoint
 from sklearn.svm import LinearSVC
 
 from conftest import REPO, run
 from twostream.config import FuseConfig
 from twostream.fusion import (
-    METHODS, AverageFusion, NetworkFusion, SVMFusion, build_fusion, check_aligned, check_method, fuse,
+    METHODS, SCORE_METHODS, AverageFusion, NetworkFusion, SVMFusion, build_fusion, check_aligned, check_method, fuse,
     holdout_mask, load_fusion, log_features, save_fusion, svm_features,
 )
 from twostream.metrics import Scores, save_scores
 
 CLASSES = ["a", "b", "c", "d"]
 CFG = FuseConfig(weights=[1.0, 1.0], hidden=16, lr=0.05, weight_decay=0.0, max_epochs=300, patience=30,
-                 holdout=0.25, svm_c=1.0)
+                 holdout=0.25, svm_c=1.0, layer="layer4", function="conv", time="none", snippets=1, freeze=True,
+                 epochs=1, flow_tower=0.5)
 
 
 def complementary(videos_per_class: int, seed: int) -> tuple[Scores, Scores]:
@@ -57,8 +60,8 @@ def complementary(videos_per_class: int, seed: int) -> tuple[Scores, Scores]:
 
 
 def test_check_method_lists_the_choices():
-    assert [check_method(m) for m in METHODS] == ["average", "network", "svm"]
-    with pytest.raises(ValueError, match=r"fusion must be one of average, network, svm; got 'max'"):
+    assert [check_method(m) for m in METHODS] == ["average", "network", "svm", "conv"]
+    with pytest.raises(ValueError, match=r"fusion must be one of average, network, svm, conv; got 'max'"):
         check_method("max")
     with pytest.raises(ValueError, match="got 'max'"):
         build_fusion("max", CFG, 0)
@@ -171,11 +174,16 @@ def write_scores(root: Path) -> None:
             save_scores(root / name / f"{role}.npz", scores)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", SCORE_METHODS)
 def test_fuse_writes_metrics_model_and_plots(tmp_path, method):
     write_scores(tmp_path / "scores")
     out = tmp_path / "out"
-    metrics = fuse(tmp_path / "scores", out / "fusion.json", out / "fusion.pt", out / "plots", method, CFG, 0)
+    metrics = fuse(tmp_path / "scores", out / "fusion.json", out / "fusion.pt", out / "plots", method, CFG, 0,
+                   out / "cost.json")
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["method"] == method and cost["fit_seconds"] >= 0
+    k = len(CLASSES)  # two streams: 2k inputs
+    assert cost["trainable_params"] == {"average": 0, "network": 2 * k * 16 + 16 + 16 * k + k, "svm": k * 2 * k + k}[method]
     written = json.loads((out / "fusion.json").read_text())
     assert written == {k: v for k, v in metrics.items() if k != "streams"} and written["method"] == method
     assert sorted(written) == sorted(["video_top1", "video_top5", "clip_top1", "mean_class_acc", "n_videos",
@@ -197,27 +205,36 @@ def test_fuse_writes_metrics_model_and_plots(tmp_path, method):
     assert (loaded_method, classes) == (method, CLASSES)
 
 
+STAGE_ARGS = ["data/scores", "m.json", "f.pt", "plots", "cost.json", "models/spatial.pt", "models/temporal.pt",
+              "data/shards", "models/convfusion.pt", "data/scores/conv", "live"]
+
+
 def test_stage_rejects_an_unknown_method(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["fusion"] = "vote"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_scores(tmp_path / "data" / "scores")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "fuse.py"), "data/scores", "m.json", "f.pt",
-                           "plots"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "fuse.py"), *STAGE_ARGS], cwd=tmp_path,
+                          capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "fusion must be one of average, network, svm; got 'vote'" in proc.stderr
+    assert "fusion must be one of average, network, svm, conv; got 'vote'" in proc.stderr
     params["fusion"] = "svm"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run([sys.executable, str(REPO / "stages" / "fuse.py"), "data/scores", "m.json", "f.pt", "plots"],
-               tmp_path)
+    proc = run([sys.executable, str(REPO / "stages" / "fuse.py"), *STAGE_ARGS], tmp_path)
     assert proc.stdout.startswith("fuse (svm): test video top-1 1.000 (spatial 0.500, temporal 0.500)")
+    # a late fusion trains no network: the conv outputs say so
+    assert load_checkpoint(tmp_path / "models/convfusion.pt") == {"format": 1, "kind": "convfusion", "trained": False,
+                                                                  "fusion": "svm"}
+    assert json.loads((tmp_path / "data/scores/conv/report.json").read_text()) == {"fusion": "svm", "trained": False}
 
 
-def test_dvc_yaml_fuse_stage_reads_only_its_params_and_the_scores():
+def test_dvc_yaml_fuse_stage_reads_the_scores_and_for_conv_the_streams():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["fuse"]
-    assert stage["params"] == ["base.seed", "fusion", "fuse"]
-    data_deps = [d for d in stage["deps"] if d.startswith("data/")]
-    assert data_deps == ["data/scores/spatial", "data/scores/temporal"]
+    assert stage["params"][:4] == ["base.seed", "fusion", "fuse", "views"]
+    assert all(p.startswith("train.") and p not in ("train.workers", "train.threads") for p in stage["params"][4:])
+    data_deps = [d for d in stage["deps"] if d.startswith(("data/", "models/"))]
+    assert data_deps == ["data/scores/spatial", "data/scores/temporal", "models/spatial.pt", "models/temporal.pt",
+                         "data/shards/rgb", "data/shards/${temporal.input}", "data/frames"]
     plots = {k: v for p in stage["plots"] for k, v in p.items()}
     assert plots["plots/fusion/confusion.csv"]["template"] == "confusion"
     assert list(stage["metrics"][0]) == ["metrics/fusion.json"]

@@ -107,6 +107,7 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     set_params(repo_copy, executor=dict(kind="local", videos_per_task=1))
 
     check_fusion_experiment(repo_copy)
+    check_conv_fusion(repo_copy)
     check_run_cache(repo_copy)
     check_presets(repo_copy)
 
@@ -243,10 +244,29 @@ def check_fusion_experiment(repo) -> None:
     assert doc["method"] == "network" and len(doc["top"]) == 3
 
 
+def check_conv_fusion(repo) -> None:
+    """`dvc exp run -S fusion=conv` trains the fused network in `fuse`, never a stream again; the
+    metrics keep their keys; predict runs the fused network; going back to the earlier method
+    restores `fuse` from DVC's run-cache."""
+    exp = run(["dvc", "exp", "run", "-S", "fusion=conv", "-S", "fuse.layer=layer3", "-S", "fuse.epochs=1"], repo)
+    assert re.findall(r"Running stage '([^']+)'", exp.stdout) == ["fuse"], exp.stdout
+    assert "fuse (conv: conv at layer3, time none)" in exp.stdout
+    fusion = json.loads((repo / "metrics/fusion.json").read_text())
+    assert fusion["method"] == "conv" and sorted(fusion) == sorted([*HEADLINE, "method"])
+    cost = json.loads((repo / "metrics/fusion_cost.json").read_text())
+    assert cost["method"] == "conv" and cost["trainable_params"] > 0
+    video = sorted((repo / "data" / "demo" / "videos").glob("*/*.avi"))[0]
+    doc = json.loads(run(["python", "-m", "twostream", "predict", str(video), "--json", "--top", "3"], repo).stdout)
+    assert doc["method"] == "conv" and len(doc["top"]) == 3
+    back = run(["dvc", "exp", "run", "-S", "fusion=network", "-S", "fuse.layer=layer4", "-S", "fuse.epochs=3"], repo)
+    assert "Running stage" not in back.stdout and "Stage 'fuse' is cached - skipping run" in back.stdout, back.stdout
+    assert json.loads((repo / "metrics/fusion.json").read_text())["method"] == "network"
+
+
 # what makes a preset tiny: the demo's size, ResNet-18 from scratch (no download), one epoch
 TINY_PRESET = {"frames.width": 32, "frames.height": 32, "train.crop": 28, "train.batch_size": 8,
                "model.backbone": "resnet18", "model.pretrained": "none", "spatial.epochs": 1,
-               "temporal.epochs": 1, "flow.epsilon": 0.1, "train.workers": 0}
+               "temporal.epochs": 1, "flow.epsilon": 0.1, "train.workers": 0, "fuse.epochs": 1}
 
 
 def check_presets(repo) -> None:

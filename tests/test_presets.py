@@ -18,7 +18,10 @@ PRESETS = load_presets(REPO / "presets.yaml")
 
 def test_the_issue_presets_are_there():
     assert {"demo-segments", "demo-one-view", "demo-ten-crops", "demo-dense-flow", "hmdb51-seed-mode1",
-            "hmdb51-seed-mode2", "hmdb51-simonyan-zisserman", "hmdb51-tsn"} <= set(PRESETS)
+            "hmdb51-seed-mode2", "hmdb51-simonyan-zisserman", "hmdb51-tsn", "ucf101-seed", "ucf101-simonyan-zisserman",
+            "ucf101-tsn", "hmdb51-feichtenhofer"} <= set(PRESETS)
+    conv = PRESETS["hmdb51-feichtenhofer"]["set"]
+    assert (conv["fusion"], conv["fuse.layer"], conv["fuse.time"], conv["fuse.snippets"]) == ("conv", "layer4", "3d", 5)
     tsn = PRESETS["hmdb51-tsn"]["set"]
     assert (tsn["train.sampling"], tsn["flow.stack"], tsn["resample.fps"], tsn["train.partial_bn"]) == (
         "segments", 5, 0, True)
@@ -32,7 +35,7 @@ def test_every_preset_makes_valid_params(name):
     params = apply(yaml.safe_load((REPO / "params.yaml").read_text()), PRESETS[name])
     for key, cls in SECTIONS.items():
         section(params, key, cls)  # raises ParamsError on a bad value
-    choice(params, "fusion", ("average", "network", "svm"))
+    choice(params, "fusion", ("average", "network", "svm", "conv"))
     assert params["clip"]["frames"] - 1 >= params["flow"]["stack"]  # a clip holds its flow stack
     for field in ("about", "expect", "needs"):
         assert PRESETS[name][field].strip()

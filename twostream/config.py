@@ -162,7 +162,7 @@ class TemporalConfig:
 
 @dataclass(frozen=True)
 class FuseConfig:
-    # the method is the top-level param `fusion` (average | network | svm); these are its settings
+    # the method is the top-level param `fusion` (average | network | svm | conv); these are its settings
     weights: list[float]  # average: weights of the spatial and temporal scores (normalised to sum 1)
     hidden: int  # network: units of the hidden ReLU layer; 0 = none (multinomial logistic regression)
     lr: float  # network: AdamW learning rate, one full-batch step per epoch
@@ -171,6 +171,13 @@ class FuseConfig:
     patience: int  # network: stop this many steps after the best holdout loss
     holdout: float  # network: share of each class's val videos held out for early stopping, in (0, 1)
     svm_c: float  # svm: LinearSVC's C (larger = less regularisation)
+    layer: str  # conv: where the trunks meet: layer3 | layer4 (the last conv layer)
+    function: str  # conv: conv (concatenation + 1x1 conv, starts as the sum) | sum | max | concat
+    time: str  # conv: none (one snippet) | 3d (3D conv + 3D max-pooling over `snippets` snippets)
+    snippets: int  # conv: T, snippets a video is fused over with time 3d (1 with none)
+    freeze: bool  # conv: keep the layers below the fusion point as the streams trained them
+    epochs: int  # conv: training epochs of the fused network (train section's optimiser and schedule)
+    flow_tower: float  # conv: weight of the flow tower's softmax in the video score, in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -271,7 +278,9 @@ RULES: dict[type, dict[str, Rule]] = {  # section class -> field -> rule; a fiel
     FuseConfig: {"weights": Rule(_fuse_weights, "2 numbers >= 0 (spatial, temporal) with a sum > 0", typed=False),
                  "hidden": at_least(0, "0 = no hidden layer"), "lr": above(0), "weight_decay": at_least(0),
                  "max_epochs": at_least(1), "patience": at_least(1), "holdout": between(0, 1, "()"),
-                 "svm_c": above(0)},
+                 "svm_c": above(0), "layer": one_of("layer3", "layer4"),
+                 "function": one_of("conv", "sum", "max", "concat"), "time": one_of("none", "3d"),
+                 "snippets": at_least(1), "epochs": at_least(1), "flow_tower": _FRACTION},
 }
 
 

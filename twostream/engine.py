@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,6 +88,16 @@ class RunSpec:
         may use other ones (``config.EXECUTION_KEYS``)."""
         return {"stream": self.stream, "modality": self.modality, "epochs": self.epochs,
                 "seed": self.seed, "model": asdict(self.model), "train": result_params(self.train)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a network is trained by ``run_epochs``: the train params, its epochs and the seed (a
+    stream's ``RunSpec`` has the same three; the fusion network gives its own)."""
+
+    train: TrainConfig
+    epochs: int
+    seed: int
 
 
 class WarmupCosine:
@@ -162,7 +173,7 @@ def _loader(dataset: Any, cfg: TrainConfig, batch: int, device: torch.device, **
                       pin_memory=device.type == "cuda", **kwargs)
 
 
-def train_loader(dataset: ShardDataset, spec: RunSpec, dist: Dist, epoch: int) -> DataLoader:
+def train_loader(dataset: Any, spec: RunSpec | Schedule, dist: Dist, epoch: int) -> DataLoader:
     """This rank's shuffled training batches of ``epoch`` (``batch_size // world`` each, last dropped)."""
     sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank, shuffle=True,
                                  seed=spec.seed, drop_last=True)
@@ -210,9 +221,15 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 def fingerprint(spec: RunSpec, files: list[Path]) -> str:
     """SHA-256 of the resolved params, the bytes of ``files`` and the training ``VERSION``."""
-    digest = hashlib.sha256(json.dumps({"params": spec.params(), "version": VERSION}, sort_keys=True).encode())
+    return fingerprint_of({"params": spec.params(), "version": VERSION}, files)
+
+
+def fingerprint_of(values: dict[str, Any], files: list[Path]) -> str:
+    """SHA-256 of ``values`` (canonical JSON) and of the names and bytes of ``files``: what a resume
+    file must match to be resumed."""
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode())
     for path in files:
-        digest.update(path.name.encode())
+        digest.update(Path(path).name.encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
@@ -342,17 +359,22 @@ class EpochLog:
         Path(self.live.metrics_file).unlink(missing_ok=True)
 
 
-def _checkpoint(spec: RunSpec, data: ShardDataset, model: nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: Any, history: list[dict[str, Any]], print_: str, steps: int) -> dict[str, Any]:
-    """A checkpoint that describes itself: what ``model_from_checkpoint``, ``eval_transform``
-    and ``resume`` need (``flow_scale``: the flow stream's input scale in pixels, else None;
-    ``steps_per_epoch``: optimiser steps per epoch)."""
+def stream_description(spec: RunSpec, data: ShardDataset, steps: int) -> dict[str, Any]:
+    """What a stream checkpoint says of itself beside its weights and history: what
+    ``model_from_checkpoint``, ``eval_transform`` and ``resume`` need (``flow_scale``: the flow
+    stream's input scale in pixels, else None; ``steps_per_epoch``: optimiser steps per epoch)."""
     return {"format": 2, "stream": spec.stream, "modality": spec.modality, "classes": list(data.classes),
             "in_channels": data.in_channels, "crop": spec.train.crop, "model_config": asdict(spec.model),
-            "flow_scale": data.transform.scale, "steps_per_epoch": steps,
-            "params": spec.params(), "shard_params": data.params, "epoch": len(history),
-            "history": history, "fingerprint": print_, "model": _unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
+            "flow_scale": data.transform.scale, "steps_per_epoch": steps, "params": spec.params(),
+            "shard_params": data.params}
+
+
+def _checkpoint(description: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                history: list[dict[str, Any]], print_: str) -> dict[str, Any]:
+    """A checkpoint that describes itself (``description``) and can be resumed."""
+    return {**description, "epoch": len(history), "history": history, "fingerprint": print_,
+            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_states()}
 
 
 def model_file(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -360,7 +382,10 @@ def model_file(checkpoint: dict[str, Any]) -> dict[str, Any]:
     classes, flow scale and per-epoch losses and accuracies, without timings (``TIMING_KEYS``)
     or the optimiser, scheduler and RNG states (``RESUME_ONLY``)."""
     kept = {key: value for key, value in checkpoint.items() if key not in RESUME_ONLY}
-    kept["history"] = [{k: v for k, v in record.items() if k not in TIMING_KEYS} for record in checkpoint["history"]]
+    # interned keys: the records of a resumed run's first epochs come from its resume file, and pickle
+    # writes a string it has met before as a reference only when it is the same object
+    kept["history"] = [{sys.intern(k): v for k, v in record.items() if k not in TIMING_KEYS}
+                       for record in checkpoint["history"]]
     return kept
 
 
@@ -387,8 +412,8 @@ def prepare_batchnorm(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Modu
 
 def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: Path, live_dir: Path,
         dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """Train (or resume from ``checkpoint_path``) for ``spec.epochs``, checkpointing every epoch
-    to ``checkpoint_path`` (rank 0).
+    """Train a stream network (or resume it from ``checkpoint_path``) for ``spec.epochs``
+    (``run_epochs``).
 
     With ``train.sampling: segments`` a sample is a video (``dataset.SegmentDataset``: K random
     snippets in training; K centred ones for the per-epoch val figures), so the batch size
@@ -404,27 +429,54 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
     segments = cfg.sampling == "segments"
     train_set = SegmentDataset(data, cfg.segments) if segments else data
     val_set = SegmentDataset(val, cfg.segments) if segments else val
-    steps = len(train_set) // dist.world // (cfg.batch_size // dist.world)
-    if steps < 1:
-        unit = "videos" if segments else "samples"
-        raise ValueError(f"{len(train_set)} training {unit} make no batch of train.batch_size {cfg.batch_size}")
     print_ = fingerprint(spec, [p for role in ("train", *EVAL_ROLES) for p in shard_files(
         data.files[0].parents[1], spec.modality, role)])
     torch.manual_seed(spec.seed)
     model = build_model(spec.model.backbone, data.num_classes, data.in_channels, spec.model.pretrained,
                         spec.model.hidden, spec.model.dropout)
+    return run_epochs(model, train_set, val_set, Schedule(cfg, spec.epochs, spec.seed), print_, checkpoint_path,
+                      live_dir, dist, on_epoch, lambda steps: stream_description(spec, data, steps),
+                      "videos" if segments else "samples")
+
+
+def run_epochs(model: nn.Module, train_set: Any, val_set: Any, schedule: Schedule, print_: str,
+               checkpoint_path: Path, live_dir: Path, dist: Dist, on_epoch: Callable[[dict[str, Any]], None] | None,
+               describe: Callable[[int], dict[str, Any]], unit: str = "samples") -> dict[str, Any]:
+    """Train ``model`` on ``train_set`` for ``schedule.epochs``, scoring ``val_set`` after each epoch,
+    checkpointing every epoch to ``checkpoint_path`` (rank 0), resuming a checkpoint there whose
+    fingerprint is ``print_``: the loop the streams and the fusion network share.
+
+    Args:
+        model: the network (its parameters that require no gradient stay as they are).
+        train_set, val_set: ``(x, label, video)`` datasets (``val_set`` with ``labels``, ``videos``,
+            ``classes``, ``expected``).
+        describe: ``steps per epoch -> `` what the checkpoint says of itself beside weights and history.
+        unit: what a training sample is, for the error message.
+
+    Returns:
+        The final checkpoint (on every rank).
+
+    Raises:
+        ValueError: if the training set makes no batch.
+        TrainingInterrupted: after the epoch named by ``$TWOSTREAM_STOP_AFTER_EPOCH``.
+    """
+    cfg = schedule.train
+    steps = len(train_set) // dist.world // (cfg.batch_size // dist.world)
+    if steps < 1:
+        raise ValueError(f"{len(train_set)} training {unit} make no batch of train.batch_size {cfg.batch_size}")
     model = prepare_batchnorm(model, cfg, dist).to(dist.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps, spec.epochs)
+    scheduler = build_scheduler(optimizer, cfg, steps, schedule.epochs)
     start, history = resume(checkpoint_path, print_, model, optimizer, scheduler, dist)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type
                                               == "cuda" else None) if dist.world > 1 else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     live = EpochLog(live_dir, history) if dist.main else None
-    for epoch in range(start, spec.epochs):
-        torch.manual_seed(epoch_seed(spec.seed, epoch, dist.rank))
+    description = describe(steps)
+    for epoch in range(start, schedule.epochs):
+        torch.manual_seed(epoch_seed(schedule.seed, epoch, dist.rank))
         begin, lr = time.perf_counter(), scheduler.get_last_lr()[0]
-        loss = train_one_epoch(net, train_loader(train_set, spec, dist, epoch), optimizer, scheduler, criterion,
+        loss = train_one_epoch(net, train_loader(train_set, schedule, dist, epoch), optimizer, scheduler, criterion,
                                dist, cfg.partial_bn)
         train_s = time.perf_counter() - begin
         _sync_buffers(model, dist)
@@ -435,8 +487,7 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
                         "train_seconds": train_s, "seconds": time.perf_counter() - begin,
                         "samples_per_s": steps * cfg.batch_size / train_s})
         if dist.main:
-            checkpoint = _checkpoint(spec, data, model, optimizer, scheduler, history, print_, steps)
-            save_checkpoint(checkpoint_path, checkpoint)
+            save_checkpoint(checkpoint_path, _checkpoint(description, model, optimizer, scheduler, history, print_))
             live.log(history[-1])
             if on_epoch:
                 on_epoch(history[-1])
@@ -444,7 +495,7 @@ def fit(spec: RunSpec, data: ShardDataset, val: ShardDataset, checkpoint_path: P
             raise TrainingInterrupted(f"stopped after epoch {epoch + 1} (${STOP_ENV})")
     if live:
         live.end()
-    return _checkpoint(spec, data, model, optimizer, scheduler, history, print_, steps)
+    return _checkpoint(description, model, optimizer, scheduler, history, print_)
 
 
 def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,

@@ -19,6 +19,12 @@ learned methods 6x more rows than per video on the demo (6 clips a video), and l
   ``LinearSVC``, one-vs-rest) on the L2-normalised stacked softmax scores, fitted on val;
   its scores are the softmax of its decision values (a monotone map of the margins, not
   calibrated probabilities).
+- ``conv``: fusion inside the network (``convfusion``, trained by the ``convfuse`` stage); this
+  stage only evaluates the fused network's val and test scores (``data/scores/conv``), and its
+  fusion file says that ``predict`` must run ``models/convfusion.pt``.
+
+Besides the headline metrics, ``metrics/fusion_cost.json`` gives what a method costs: its
+trainable parameters and the seconds its fit took (the fused network's training for conv).
 
 Fitted fusions are saved with ``save_fusion`` as a checkpoint of tensors and plain
 values (``torch.load(..., weights_only=True)``), so ``predict`` rebuilds one from the file.
@@ -27,8 +33,10 @@ values (``torch.load(..., weights_only=True)``), so ``predict`` rebuilds one fro
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,7 +53,8 @@ from twostream.metrics import (
 
 log = logging.getLogger(__name__)
 
-METHODS = ("average", "network", "svm")
+METHODS = ("average", "network", "svm", "conv")
+SCORE_METHODS = METHODS[:3]  # the late fusions of the streams' scores, fitted here
 STREAMS = ("spatial", "temporal")  # order of the score arrays every method takes
 LOG_FLOOR = 1e-6  # network inputs: log of scores floored here (a softmax score can be 0.0 in float32)
 FORMAT = 1  # version of the saved fusion file
@@ -309,7 +318,33 @@ class SVMFusion:
         self.coef_, self.intercept_ = state["coef_"].numpy(), state["intercept_"].numpy()
 
 
-Fusion = AverageFusion | NetworkFusion | SVMFusion
+class InNetworkFusion:
+    """``conv``: the fusion happens inside the fused network; nothing is fitted here and no stream
+    scores are combined (``predict`` runs ``models/convfusion.pt``)."""
+
+    def fit(self, stream_probs: Sequence[np.ndarray], labels: np.ndarray, videos: np.ndarray) -> InNetworkFusion:
+        return self
+
+    def predict_proba(self, stream_probs: Sequence[np.ndarray]) -> np.ndarray:
+        raise ValueError("conv fusion combines no stream scores: the fused network scores the clips itself")
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+Fusion = AverageFusion | NetworkFusion | SVMFusion | InNetworkFusion
+
+
+def trainable_params(fusion: Fusion) -> int:
+    """Parameters a fitted score-level fusion learnt (average: none)."""
+    if isinstance(fusion, NetworkFusion):
+        return sum(p.numel() for p in fusion.net_.parameters())
+    if isinstance(fusion, SVMFusion):
+        return int(fusion.coef_.size + fusion.intercept_.size)
+    return 0
 
 
 def build_fusion(method: str, cfg: FuseConfig, seed: int) -> Fusion:
@@ -319,6 +354,8 @@ def build_fusion(method: str, cfg: FuseConfig, seed: int) -> Fusion:
         ValueError: if ``method`` is not one of ``METHODS``.
     """
     check_method(method)
+    if method == "conv":
+        return InNetworkFusion()
     if method == "average":
         return AverageFusion(cfg.weights)
     if method == "network":
@@ -405,42 +442,72 @@ def plot_per_class(path: str | os.PathLike, results: dict[str, dict[str, Any]], 
 
 
 def fuse(scores_dir: str | os.PathLike, metrics_path: str | os.PathLike, model_path: str | os.PathLike,
-         plots_dir: str | os.PathLike, method: str, cfg: FuseConfig, seed: int) -> dict[str, Any]:
+         plots_dir: str | os.PathLike, method: str, cfg: FuseConfig, seed: int,
+         cost_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Fit the fusion on the val scores, apply it to the test scores, write metrics, model and plots.
 
     Args:
-        scores_dir: ``data/scores`` (``<stream>/{val,test}.npz`` of every stream in ``STREAMS``).
+        scores_dir: ``data/scores`` (``<stream>/{val,test}.npz`` of every stream in ``STREAMS``;
+            for conv also ``conv/{val,test}.npz`` and ``conv/report.json``, the fused network's).
         metrics_path: ``metrics/fusion.json``: ``metrics.headline`` of the fused test and val
             scores (val: for network and svm the data they were fitted on) and ``method``.
         model_path: the fitted fusion (``save_fusion``), for ``predict``.
         plots_dir: ``confusion.csv`` (``actual``, ``predicted`` per test video), ``per_class.csv``
             (``per_class_rows``) and ``per_class.png``.
         method: one of ``METHODS``; cfg: the ``fuse`` params; seed: ``base.seed``.
+        cost_path: ``metrics/fusion_cost.json``: ``method``, ``trainable_params`` and ``fit_seconds``.
 
     Returns:
         The metrics written, plus ``streams``: each stream's test video top-1 (not written).
 
     Raises:
         ValueError: on an unknown method, bad settings, or scores that do not align.
-        FileNotFoundError: if a scores file is missing.
+        FileNotFoundError: if a scores file is missing, or conv's were made for another method.
     """
     fusion = build_fusion(method, cfg, seed)
     val, test = load_role(scores_dir, "val"), load_role(scores_dir, "test")
     classes = test[0].classes
     if val[0].classes != classes:
         raise ValueError(f"val and test scores have different classes: {val[0].classes} vs {classes}")
-    fusion.fit([s.probs for s in val], val[0].labels, val[0].videos)
-    fused = {role: fusion.predict_proba([s.probs for s in scores]) for role, scores in (("val", val),
-                                                                                         ("test", test))}
+    begin = time.perf_counter()
+    if method == "conv":  # (rows, their fused probs): the fused network's own rows and scores
+        conv, cost = conv_scores(scores_dir, classes)
+        fused = {role: (s, s.probs) for role, s in conv.items()}
+    else:  # the streams' rows, their scores fused
+        fusion.fit([s.probs for s in val], val[0].labels, val[0].videos)
+        fused = {role: (scores[0], fusion.predict_proba([s.probs for s in scores]))
+                 for role, scores in (("val", val), ("test", test))}
+        cost = {"trainable_params": trainable_params(fusion), "fit_seconds": round(time.perf_counter() - begin, 3)}
     results = {name: s.evaluate() for name, s in zip(STREAMS, test)}
-    results["fusion"] = test[0].evaluate(fused["test"])
-    metrics = {**headline(results["fusion"], val[0].evaluate(fused["val"])), "method": method}
+    results["fusion"] = fused["test"][0].evaluate(fused["test"][1])
+    metrics = {**headline(results["fusion"], fused["val"][0].evaluate(fused["val"][1])), "method": method}
     write_metrics(metrics_path, metrics)
+    if cost_path is not None:
+        write_metrics(cost_path, {"method": method, **cost})
     save_fusion(model_path, method, cfg, seed, fusion, classes)
     plots_dir = Path(plots_dir)
-    _, truth = video_labels(test[0].labels, test[0].videos)
-    _, video_probs = video_scores(fused["test"], test[0].videos)  # (V, K), videos in id order
+    rows, probs = fused["test"]
+    _, truth = video_labels(rows.labels, rows.videos)
+    _, video_probs = video_scores(probs, rows.videos)  # (V, K), videos in id order
     write_csv(plots_dir / "confusion.csv", confusion_rows(truth, video_probs.argmax(axis=1), classes))
     write_csv(plots_dir / "per_class.csv", per_class_rows(results))
     plot_per_class(plots_dir / "per_class.png", results, f"Per-class test accuracy: streams and {method} fusion")
     return {**metrics, "streams": {name: results[name]["video_top1"] for name in STREAMS}}
+
+
+def conv_scores(scores_dir: str | os.PathLike, classes: list[str]) -> tuple[dict[str, Scores], dict[str, Any]]:
+    """The fused network's val and test scores (``convfuse``), and its cost from its report.
+
+    Raises:
+        FileNotFoundError: if the convfuse stage trained nothing (another fusion was chosen then).
+        ValueError: if its classes are not the streams'.
+    """
+    folder = Path(scores_dir) / "conv"
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    if not report.get("trained"):
+        raise FileNotFoundError(f"{folder} holds no fused network's scores (convfuse ran with fusion "
+                                f"{report.get('fusion')!r}): run dvc repro")
+    scores = {role: load_scores(folder / f"{role}.npz") for role in ("val", "test")}
+    if scores["test"].classes != classes:
+        raise ValueError(f"the fused network's classes {scores['test'].classes} are not the streams' {classes}")
+    return scores, {"trainable_params": report["trainable_params"], "fit_seconds": report["seconds"]}

@@ -11,7 +11,8 @@ stream then scores the clips with ``scoring.score_samples``, the code path the t
 scores val and test with (the network rebuilt from the checkpoint, its evaluation transform
 with the flow scale the checkpoint stores, the same batches and test-time ``views``), the fusion of
 ``models/fusion.pt`` (written by the ``fuse`` stage) fuses the clip scores, and the video's
-scores are their mean.
+scores are their mean. With ``fusion: conv`` the fused network of ``models/convfusion.pt`` scores
+the clips' paired samples itself (``convtrain.score_video``), through the same views.
 
 Params (``frames``, ``resample``, ``clip``, ``flow``) come from ``params.yaml``; the
 checkpoints record the clip and flow quantisation params they were trained with, and a
@@ -34,6 +35,7 @@ from twostream.config import (
 )
 from twostream.dataset import snippet_picks
 from twostream.flow import codec_roundtrip, video_flow
+from twostream.convtrain import score_video
 from twostream.fusion import STREAMS, AverageFusion, Fusion, check_method, load_fusion
 from twostream.frames import codec_roundtrip as frames_roundtrip
 from twostream.scoring import load_checkpoint, score_samples
@@ -148,6 +150,19 @@ def check_checkpoint(name: str, checkpoint: dict[str, Any], fp: FeatureParams) -
                                f"{now[key]}: use the params it was trained with")
 
 
+def load_conv(models_dir: Path) -> dict[str, Any]:
+    """The fused network's file ``<models_dir>/convfusion.pt`` of ``fusion: conv``.
+
+    Raises:
+        PredictError: if it is missing or holds no trained network.
+    """
+    path = models_dir / "convfusion.pt"
+    checkpoint = load_checkpoint(path) if path.is_file() else {}
+    if not checkpoint.get("model"):
+        raise PredictError(f"no trained fused network in {path}: run `dvc repro fuse` with fusion conv first")
+    return checkpoint
+
+
 def load_fusion_for(models_dir: Path, params: dict[str, Any]) -> tuple[str, Fusion, list[str] | None]:
     """The fitted fusion ``<models_dir>/fusion.pt``; without one, average fusion with the
     params' weights when ``fusion`` is ``average``.
@@ -231,6 +246,9 @@ def predict_video(path: str | os.PathLike, models_dir: str | os.PathLike = "mode
     picks = snippet_picks(len(samples["rgb"]), views.snippets)
     clips = {name: score_samples(c, samples[c["modality"]][picks], crops=views.crops)
              for name, c in checkpoints.items()}  # each (C', K)
-    fused = fusion.predict_proba([clips[name] for name in STREAMS])  # (C, K)
+    if method == "conv":  # the fused network scores the clips itself, as the fuse stage scored val and test
+        fused = score_video(load_conv(models_dir), samples["rgb"], samples[checkpoints["temporal"]["modality"]], views)
+    else:
+        fused = fusion.predict_proba([clips[name] for name in STREAMS])  # (C, K)
     return Prediction(str(path), classes, method, len(fused), fused.mean(axis=0),
                       {name: s.mean(axis=0).astype(np.float64) for name, s in clips.items()})

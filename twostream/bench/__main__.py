@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from twostream.bench import cluster, index, tvl1
+from twostream.bench import cluster, correspondence, index, tvl1
 from twostream.bench.flow import bench_flow
 from twostream.bench.frames import bench_decode, bench_store
 from twostream.bench.memory import bench_memory
@@ -125,7 +125,8 @@ def _add_memory(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m twostream.bench``: decode, store, flow, loader, train, memory, scale, ray, index.
+    """The parser of ``python -m twostream.bench``: decode, store, flow, loader, train, memory, scale, ray, index,
+    correspondence.
 
     Returns:
         A parser whose parsed namespace has ``func(args) -> dict`` (the benchmark to run).
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scale(sub)
     cluster.add_arguments(sub)
     index.add_arguments(sub)
+    correspondence.add_arguments(sub)
     return parser
 
 

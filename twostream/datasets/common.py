@@ -7,7 +7,7 @@ listed file that is missing, a video on disk that no list names, a line that doe
 a path that would leave the root, a repeated name and a label that disagrees with the class
 list each become a record of the report.
 
-Content hashes (``hash_files``) are computed on every usable core, and a ``HashCache``
+Content hashes (``hash_files``) are computed by a process per usable core, and a ``HashCache``
 remembers the hash of a file by its path, size and modification time, as DVC's own state
 does, so that re-indexing a large unchanged dataset reads no video again.
 """
@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Iterable, Sequence
 from tqdm import tqdm
 
 from twostream.datasets.records import ROLES, file_sha256
+from twostream.pools import ordered_map, pool_context
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,34 @@ class HashCache:
         self.db.close()
 
 
+HASH_CHUNK_FILES = 512  # files per hashing job: amortises the job's cost over small files
+HASH_CHUNK_BYTES = 1 << 28  # ... and keeps large ones spread over the workers (256 MiB a job)
+POOL_MIN_MEAN_BYTES = 1 << 16  # smaller files on average are hashed here: their cost is the listing's, not
+# the hashing's (240k files of 4 KiB: 15.7k files/s in one process, 13.2k with two workers on 2 cores)
+
+
+def _hash_chunk(paths: list[str]) -> list[str]:
+    """``file_sha256`` of each path: one hashing job."""
+    return [file_sha256(path) for path in paths]
+
+
+def _chunks(paths: list[str], sizes: list[int]) -> list[list[str]]:
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for path, n in zip(paths, sizes):
+        if chunks[-1] and (len(chunks[-1]) >= HASH_CHUNK_FILES or size + n > HASH_CHUNK_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(path)
+        size += n
+    return [c for c in chunks if c]
+
+
 def hash_files(paths: Sequence[str], cache: HashCache | None = None, workers: int = 1,
                progress: bool = False) -> tuple[list[str], dict[str, int]]:
-    """``file_sha256`` of every path, in order, from ``workers`` threads (hashlib releases the GIL
-    on large blocks), reusing the hashes ``cache`` holds for unchanged files.
+    """``file_sha256`` of every path, in order, from ``workers`` processes (a Python thread per file
+    would spend its time on the GIL for small files) when the files are large enough for it to pay,
+    reusing the hashes ``cache`` holds for unchanged files.
 
     Returns:
         The hashes, and ``{"hashed", "cached", "bytes_hashed"}``.
@@ -214,11 +238,19 @@ def hash_files(paths: Sequence[str], cache: HashCache | None = None, workers: in
     known = cache.all() if cache is not None else {}
     hashes: list[str | None] = [known.get(key) for key in keys]
     todo = [i for i, h in enumerate(hashes) if h is None]
-    with ThreadPoolExecutor(max(1, workers)) as pool, \
-            tqdm(total=len(todo), desc="index: hashing", unit="video", disable=not progress or not todo) as bar:
-        for i, digest in zip(todo, pool.map(lambda i: file_sha256(paths[i]), todo)):
-            hashes[i] = digest
-            bar.update()
+    chunks = _chunks([paths[i] for i in todo], [keys[i][1] for i in todo])
+    total = sum(keys[i][1] for i in todo)
+    if workers > 1 and len(chunks) > 1 and total >= POOL_MIN_MEAN_BYTES * len(todo):
+        results = ordered_map(_hash_chunk, chunks, min(workers, len(chunks)), pool_context([__name__]),
+                              name=lambda chunk: f"hashing {chunk[0]} and {len(chunk) - 1} more")
+    else:
+        results = map(_hash_chunk, chunks)
+    with tqdm(total=len(todo), desc="index: hashing", unit="video", disable=not progress or not todo) as bar:
+        done = iter(todo)
+        for digests in results:
+            for digest in digests:
+                hashes[next(done)] = digest
+            bar.update(len(digests))
     if cache is not None and todo:
         cache.put((*keys[i], hashes[i]) for i in todo)
     return [str(h) for h in hashes], {"hashed": len(todo), "cached": len(paths) - len(todo),
