@@ -136,7 +136,9 @@ def test_stage_main_turns_only_params_errors_into_one_line(tmp_path, monkeypatch
 @pytest.mark.parametrize("argv", [
     ["train.py", "spatial", "data/shards", "models/spatial.pt", "dvclive/spatial"],
     ["score.py", "spatial", "models/spatial.pt", "data/shards", "metrics/spatial.json", "data/scores/spatial"],
-    ["fuse.py", "data/scores", "metrics/fusion.json", "models/fusion.pt", "plots/fusion"],
+    ["fuse.py", "data/scores", "metrics/fusion.json", "models/fusion.pt", "plots/fusion", "metrics/fusion_cost.json",
+     "models/spatial.pt", "models/temporal.pt", "data/shards", "models/convfusion.pt", "data/scores/conv",
+     "dvclive/convfusion"],
 ])
 def test_stage_stops_on_a_bad_param_with_one_line_before_reading_data(params, tmp_path, argv):
     params["model"]["backbone"] = "vgg16"  # train reads it
@@ -148,7 +150,7 @@ def test_stage_stops_on_a_bad_param_with_one_line_before_reading_data(params, tm
     assert proc.returncode == 1 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     expected = {"train.py": "train: params: model.backbone must be one of resnet18, resnet50; got 'vgg16'",
-                "fuse.py": "fuse: params: fusion must be one of average, network, svm; got 'max'",
+                "fuse.py": "fuse: params: fusion must be one of average, network, svm, conv; got 'max'",
                 "score.py": "score: params: views.crops must be one of 1, 3, 10; got 5"}
     assert proc.stderr == expected[argv[0]] + "\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
