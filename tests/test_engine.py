@@ -15,11 +15,8 @@ import torch
 from twostream.config import ModelConfig, TrainConfig
 from twostream.dataset import ShardDataset, fit_flow_scale
 from twostream import engine
-from twostream.engine import (
-    RESUME_ONLY, STOP_ENV, TIMING_KEYS, Dist, RunSpec, TrainingInterrupted, WarmupCosine, build_optimizer,
-    build_scheduler, fingerprint, load_checkpoint, model_from_checkpoint, predict, resume, resume_path,
-    save_checkpoint, train_stream,
-)
+from twostream.engine import Dist, RESUME_ONLY, RunSpec, STOP_ENV, TIMING_KEYS, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler, fingerprint, load_checkpoint, model_from_checkpoint, predict, resume, resume_path, save_checkpoint
+from twostream.evaluation import train_stream
 from twostream.metrics import load_scores
 from twostream.shards import ShardWriter
 

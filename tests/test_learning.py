@@ -22,7 +22,8 @@ import pytest
 import twostream.transforms
 from twostream.config import ModelConfig, TrainConfig
 from twostream.dataset import ShardDataset
-from twostream.engine import RunSpec, train_stream
+from twostream.engine import RunSpec
+from twostream.evaluation import train_stream
 from twostream.flow import quantize
 from twostream.metrics import load_scores
 from twostream.shards import ShardWriter

@@ -15,7 +15,8 @@ from twostream.config import ClipConfig, FramesConfig, ResampleConfig
 from twostream.framestore import FrameStore
 from twostream.frames import extract_frames
 from twostream.resample import read_resample, resample_videos
-from twostream.sg3i import SG3IStore, build_sg3i, sg3i_images, times_to_channels, to_gray
+from twostream.sg3istore import SG3IStore
+from twostream.sg3i import build_sg3i, sg3i_images, times_to_channels, to_gray
 from twostream.videowriter import write_video
 
 

@@ -19,7 +19,8 @@ from twostream.framestore import FrameStore
 from twostream.frames import extract_frames
 from twostream.jsonio import write_json
 from twostream.resample import read_resample, resample_videos
-from twostream.sg3i import SG3IStore, build_sg3i
+from twostream.sg3istore import SG3IStore
+from twostream.sg3i import build_sg3i
 from twostream.shards import LAYOUTS, ShardWriter, ShardsError, build_shards, class_names, pairs_to_channels
 from twostream.samples import channels_to_pairs
 from twostream.expected import read_expected

@@ -194,3 +194,9 @@ def test_bandwidth_floor_exact():
     assert seconds == pytest.approx(10143 * 100 / 1e6)
     with pytest.raises(ValueError, match="one entry per level"):
         bandwidth_floor(64, 64, OPENCV, [1, 1])
+
+
+def test_both_backends_take_the_same_tv_l1_keys():
+    from twostream.opticalflow import TVL1_KEYWORDS
+
+    assert tvl1.PARAM_KEYS == tuple(TVL1_KEYWORDS)

@@ -29,7 +29,7 @@ from twostream.dataset import ShardDataset, shard_files
 from twostream.engine import (
     VERSION, Schedule, configure_runtime, fingerprint_of, model_file, resume_path, run_epochs, save_checkpoint,
 )
-from twostream.evaluation import EVAL_ROLES
+from twostream.engine import EVAL_ROLES
 from twostream.jsonio import write_json
 from twostream.metrics import Scores, save_scores
 from twostream.models import build_model, count_parameters

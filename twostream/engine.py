@@ -5,7 +5,7 @@ one modality (linear warm-up then cosine LR, per iteration), logs each epoch to 
 checkpoints after each epoch to a resume file beside the model (``resume_path``, no DVC
 output), writes the final model and removes the resume file. ``evaluation.score_model``
 (stage ``score``) writes the softmax scores of ``val`` and ``test`` through the test-time
-views and the stream's metrics; ``train_stream`` does both. Checkpoints describe themselves and hold
+views and the stream's metrics (``evaluation.train_stream`` does both). Checkpoints describe themselves and hold
 only tensors and plain values (``torch.load(..., weights_only=True)``); a resume file
 whose fingerprint (params, shard bytes, ``VERSION``) matches is resumed. Each epoch
 reseeds torch and the loader from ``(seed, epoch, rank)``, so a resumed run repeats an
@@ -46,9 +46,8 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from twostream.config import ModelConfig, TrainConfig, ViewsConfig, result_params, usable_cores
+from twostream.config import ModelConfig, TrainConfig, result_params, usable_cores
 from twostream.dataset import SegmentDataset, ShardDataset, shard_files, training_dataset
-from twostream.evaluation import EVAL_ROLES, score_model
 from twostream.metrics import evaluate
 from twostream.models import build_model, freeze_partial_bn, partial_bn_mode
 from twostream.scoring import (  # noqa: F401 - re-exported for callers: Dist, load_checkpoint, ...
@@ -63,6 +62,7 @@ STOP_ENV = "TWOSTREAM_STOP_AFTER_EPOCH"  # tests: stop after saving this epoch's
 # sampling, augmentation, model): bump it with a change that alters the weights a run learns, so
 # that a resume file of the old code is not resumed. The model file's bytes follow the weights.
 VERSION = 1
+EVAL_ROLES = ("val", "test")  # the roles scored after training (their shards' bytes enter the fingerprint)
 TIMING_KEYS = ("train_seconds", "seconds", "samples_per_s")  # history entries the model file leaves out
 RESUME_ONLY = ("optimizer", "scheduler", "rng", "fingerprint")  # checkpoint keys only the resume file keeps
 
@@ -533,23 +533,3 @@ def train_model(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | o
         save_checkpoint(model_path, model_file(checkpoint))
         resume_path(model_path).unlink(missing_ok=True)
     return checkpoint
-
-
-def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
-                 metrics_path: str | os.PathLike, scores_dir: str | os.PathLike, live_dir: str | os.PathLike,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 views: ViewsConfig = ViewsConfig(0, 1)) -> dict[str, Any]:
-    """``train_model``, then ``score_model`` of its checkpoint: what the stages ``train`` and
-    ``score`` do one after the other (default views: every clip, the centre crop).
-
-    Returns:
-        The metrics written, plus ``seconds`` (all runs of a resumed one) and ``samples_per_s``
-        (median over epochs), which stay out of the file (on every rank).
-    """
-    checkpoint = train_model(spec, shard_dir, model_path, live_dir, on_epoch)
-    begin = time.perf_counter()
-    metrics = score_model(checkpoint, shard_dir, views, metrics_path, scores_dir, spec.train.workers)
-    history = checkpoint["history"]
-    seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin
-    return {**metrics, "seconds": round(seconds, 1),
-            "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}

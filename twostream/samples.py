@@ -26,6 +26,7 @@ import numpy as np
 from twostream.clips import flow_pairs, middle_frame
 from twostream.flowstore import FlowStore
 from twostream.framestore import FrameStore
+from twostream.sg3istore import sg3i_image
 
 MODALITIES = ("rgb", "sg3i", "flow")
 ROLES = ("train", "val", "test")  # the roles that have shards
@@ -64,17 +65,6 @@ def clip_refs(kept: np.ndarray, starts: list[int], triples: list[list[int]], fra
     return {"rgb": np.asarray([[kept[middle_frame(s, frames)]] for s in starts], np.int64).reshape(n, 1),
             "sg3i": np.asarray(triples, np.int64).reshape(n, 3),
             "flow": np.asarray([flow_pairs(s, frames, stack) for s in starts], np.int64).reshape(n, stack)}
-
-
-def times_to_channels(gray: np.ndarray) -> np.ndarray:
-    """Stack time as channels: ``(..., 3, H, W)`` grayscale -> ``(..., H, W, 3)``."""
-    return np.ascontiguousarray(np.moveaxis(gray, -3, -1))
-
-
-def sg3i_image(frames: FrameStore, vid: int, triple: list[int] | np.ndarray) -> np.ndarray:
-    """``(H, W, 3) uint8`` SG3I image of the native frames ``triple`` (first, middle, last) of ``vid``:
-    their grayscale as the frames store decodes it (``FrameStore.read_gray``) stacked as channels."""
-    return times_to_channels(frames.read_gray(vid, triple))
 
 
 class SampleReader:

@@ -18,7 +18,6 @@ frame numbers, and ``SG3IStore`` reads images through the frames store.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -34,7 +33,7 @@ from twostream.h5store import META_NAME
 from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 from twostream.resample import read_resample
-from twostream.samples import sg3i_image, times_to_channels
+from twostream.sg3istore import times_to_channels
 
 log = logging.getLogger(__name__)
 
@@ -136,87 +135,3 @@ def build_sg3i(index_path: str | os.PathLike, frames_dir: str | os.PathLike,
     write_json(out_dir / META_NAME, meta)
     log.info("sg3i: %d clips of %d videos -> %s", meta["counts"]["clips"], len(videos), out_dir)
     return meta
-
-
-class SG3IStore:
-    """Read access to the ``sg3i`` stage's folder: SG3I images made from the frames store.
-
-    The frames store opens its files lazily, a bounded number per process (see
-    ``parts.EncodedItems``): safe to build before a fork, and it pickles without handles.
-    """
-
-    def __init__(self, sg3i_dir: str | os.PathLike, frames_dir: str | os.PathLike | None = None) -> None:
-        """Read ``meta.json`` of ``sg3i_dir``; the frames store is the one it names, unless given.
-
-        Raises:
-            FileNotFoundError: if ``sg3i_dir`` has no ``meta.json``, or the frames store is missing.
-        """
-        self.root = Path(sg3i_dir)
-        with open(self.root / META_NAME, encoding="utf-8") as f:
-            self.meta: dict[str, Any] = json.load(f)
-        self.params: dict[str, Any] = self.meta["params"]
-        self._triples = {int(vid): v["frames"] for vid, v in self.meta["videos"].items()}
-        self.frames = FrameStore(frames_dir if frames_dir is not None else self.root / self.meta["frames"])
-
-    @property
-    def video_ids(self) -> list[int]:
-        """Ids of the videos with SG3I images, ascending."""
-        return sorted(self._triples)
-
-    def __len__(self) -> int:
-        return len(self._triples)
-
-    def __contains__(self, vid: object) -> bool:
-        return vid in self._triples
-
-    def triples(self, vid: int) -> list[list[int]]:
-        """Per clip of ``vid``: the native frames of its image (first, middle, last).
-
-        Raises:
-            KeyError: if the video is not in the store.
-        """
-        try:
-            return self._triples[vid]
-        except KeyError:
-            raise KeyError(f"video {vid!r} is not in the SG3I store {self.root} ({len(self)} videos)") from None
-
-    def n_clips(self, vid: int) -> int:
-        """Number of clips of video ``vid``.
-
-        Raises:
-            KeyError: if the video is not in the store.
-        """
-        return len(self.triples(vid))
-
-    def read(self, vid: int, clips: list[int] | np.ndarray | None = None) -> np.ndarray:
-        """SG3I images of video ``vid``.
-
-        Args:
-            vid: video id.
-            clips: clip numbers, any order, repeats allowed; None = all.
-
-        Returns:
-            ``(len(clips) or C, H, W, 3) uint8``.
-
-        Raises:
-            KeyError: if the video is not in the store.
-            IndexError: if a clip number is outside ``0..C-1``.
-        """
-        triples = self.triples(vid)
-        numbers = range(len(triples)) if clips is None else [int(c) for c in np.asarray(clips).reshape(-1)]
-        bad = [c for c in numbers if not 0 <= c < len(triples)]
-        if bad:
-            raise IndexError(f"clip indices of video {vid} must be in 0..{len(triples) - 1}; got {bad}")
-        if not numbers:
-            return np.empty((0, self.frames.height, self.frames.width, 3), np.uint8)
-        return np.stack([sg3i_image(self.frames, vid, triples[c]) for c in numbers])
-
-    def close(self) -> None:
-        """Close this process's frame files (they reopen on the next read)."""
-        self.frames.close()
-
-    def __enter__(self) -> SG3IStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -50,7 +50,7 @@ from twostream.datasets.records import read_index
 from twostream.jsonio import write_json
 from twostream.resample import read_resample
 from twostream.samples import MODALITIES, ROLES, STORE_OF, SampleReader, clip_refs, pairs_to_channels
-from twostream.sg3i import SG3IStore
+from twostream.sg3istore import SG3IStore
 
 log = logging.getLogger(__name__)
 

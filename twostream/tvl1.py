@@ -40,11 +40,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twostream.opticalflow import TVL1_KEYWORDS
-
 log = logging.getLogger(__name__)
 
-PARAM_KEYS = tuple(TVL1_KEYWORDS)  # the flow params TV-L1 takes, the same for both backends
+# the flow params TV-L1 takes, the same for both backends (opticalflow.TVL1_KEYWORDS maps them to
+# OpenCV's keywords; tests/test_tvl1.py checks that the two name the same keys)
+PARAM_KEYS = ("tau", "lambda_", "theta", "nscales", "warps", "epsilon", "inner_iterations", "outer_iterations",
+              "scale_step", "gamma", "median_filtering")
 MIN_LEVEL_SIZE = 16  # OpenCV stops the pyramid at a level narrower or lower than this
 FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's "gradient is zero" threshold
 _compiled: dict[str, Callable] = {}  # "step" -> torch.compile'd _step, once it worked
