@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from twostream.config import BaseConfig, DataConfig, DemoConfig, load_params, section, stage_main
-from twostream.demoset import holds, render_dataset, stamp, write_stamp
+from twostream.runtime.config import BaseConfig, DataConfig, DemoConfig, load_params, section, stage_main
+from twostream.ingest.demoset import holds, render_dataset, stamp, write_stamp
 
 PLACEHOLDER = (
     "The synthetic demo dataset was not rendered here: params.yaml data.root is {root!r},\n"

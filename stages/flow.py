@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, load_params, section, stage_main
-from twostream.executors import ClusterError
-from twostream.flow import FlowError, extract_flow
+from twostream.runtime.config import ClipConfig, ExecutorConfig, FlowConfig, load_params, section, stage_main
+from twostream.runtime.executors import ClusterError
+from twostream.motion.flow import FlowError, extract_flow
 
 
 def main(argv: list[str]) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from twostream.config import ExecutorConfig, FramesConfig, ResampleConfig, load_params, section, stage_main
-from twostream.executors import ClusterError
-from twostream.frames import FramesError, extract_frames
+from twostream.runtime.config import ExecutorConfig, FramesConfig, ResampleConfig, load_params, section, stage_main
+from twostream.runtime.executors import ClusterError
+from twostream.ingest.frames import FramesError, extract_frames
 
 
 def main(argv: list[str]) -> None:

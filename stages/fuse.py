@@ -22,11 +22,11 @@ import logging
 import os
 import time
 
-from twostream.config import (
+from twostream.runtime.config import (
     BaseConfig, FuseConfig, TrainConfig, ViewsConfig, choice, load_params, section, stage_main,
 )
-from twostream.convtrain import train_conv_fusion, write_placeholder
-from twostream.fusion import METHODS, fuse
+from twostream.evaluate.convtrain import train_conv_fusion, write_placeholder
+from twostream.evaluate.fusion import METHODS, fuse
 
 USAGE = ("usage: python stages/fuse.py SCORES_DIR METRICS_JSON FUSION_MODEL PLOTS_DIR COST_JSON SPATIAL_PT "
          "TEMPORAL_PT SHARDS_DIR CONV_MODEL CONV_SCORES DVCLIVE_DIR")

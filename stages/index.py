@@ -18,10 +18,10 @@ import logging
 import time
 from pathlib import Path
 
-from twostream.config import BaseConfig, DataConfig, load_params, section, stage_main, usable_cores
-from twostream.datasets.common import FormatError, HashCache, summarize
-from twostream.datasets.index import build_index
-from twostream.jsonio import write_json
+from twostream.runtime.config import BaseConfig, DataConfig, load_params, section, stage_main, usable_cores
+from twostream.ingest.datasets.common import FormatError, HashCache, summarize
+from twostream.ingest.datasets.index import build_index
+from twostream.runtime.jsonio import write_json
 
 log = logging.getLogger("stages.index")
 HASH_CACHE = Path(".dvc") / "tmp" / "index_hashes.sqlite"  # beside DVC's own state; never an output

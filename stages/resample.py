@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from twostream.config import ClipConfig, ResampleConfig, load_params, section, stage_main
-from twostream.resample import resample_videos
+from twostream.runtime.config import ClipConfig, ResampleConfig, load_params, section, stage_main
+from twostream.ingest.resample import resample_videos
 
 
 def main(argv: list[str]) -> None:

@@ -17,9 +17,9 @@ import logging
 import os
 import time
 
-from twostream.config import TrainConfig, ViewsConfig, load_params, section, stage_main
-from twostream.evaluation import score_model
-from twostream.scoring import load_checkpoint
+from twostream.runtime.config import TrainConfig, ViewsConfig, load_params, section, stage_main
+from twostream.evaluate.evaluation import score_model
+from twostream.learn.scoring import load_checkpoint
 
 STREAMS = ("spatial", "temporal")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from twostream.config import ClipConfig, load_params, section, stage_main
-from twostream.sg3i import build_sg3i
+from twostream.runtime.config import ClipConfig, load_params, section, stage_main
+from twostream.motion.sg3i import build_sg3i
 
 
 def main(argv: list[str]) -> None:

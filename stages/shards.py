@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 
-from twostream.config import ClipConfig, FlowConfig, ShardsConfig, load_params, section, stage_main
-from twostream.shards import ShardsError, build_shards
+from twostream.runtime.config import ClipConfig, FlowConfig, ShardsConfig, load_params, section, stage_main
+from twostream.samples.shards import ShardsError, build_shards
 
 
 def main(argv: list[str]) -> None:

@@ -18,10 +18,10 @@ import logging
 import os
 from typing import Callable
 
-from twostream.config import (
+from twostream.runtime.config import (
     BaseConfig, ModelConfig, StreamConfig, TemporalConfig, TrainConfig, load_params, section, stage_main,
 )
-from twostream.engine import RunSpec, train_model
+from twostream.learn.engine import RunSpec, train_model
 
 STREAMS = ("spatial", "temporal")
 

@@ -149,7 +149,7 @@ def damaged_xvid(path: Path, seed: int = 0) -> Path:
     y, x = np.mgrid[0:48, 0:64]
     frames = np.stack([np.stack([(2 * x + 3 * i) % 256, (2 * y + i) % 256, (x * y // 8 + 5 * i) % 256], -1)
                        for i in range(60)]).astype(np.uint8)
-    from twostream.videowriter import write_video
+    from twostream.ingest.videowriter import write_video
 
     write_video(path, frames, 30, codec="xvid")
     data = bytearray(path.read_bytes())

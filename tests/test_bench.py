@@ -8,7 +8,7 @@ import pytest
 
 from twostream.bench.__main__ import build_parser, main
 from twostream.bench.memory import clip_texture, scene_block
-from twostream.videowriter import write_video
+from twostream.ingest.videowriter import write_video
 
 
 def test_parser_has_every_benchmark_and_the_flow_backends():

@@ -12,7 +12,7 @@ import pytest
 
 from twostream.bench import memory
 from twostream.bench.memory import bench_memory, clip_texture, scene_block
-from twostream.clips import resample_indices
+from twostream.ingest.clips import resample_indices
 
 
 def test_clip_is_made_block_by_block_with_the_same_frames():

@@ -11,7 +11,7 @@ import pytest
 from twostream.bench.__main__ import main
 from twostream.bench.scale import (DATA_STAGES, file_inodes, parse_set, render_sample_video, sample_lengths,
                                    stage_counts)
-from twostream.video import read_video
+from twostream.ingest.video import read_video
 
 TINY = ["scale", "--videos", "6", "--classes", "2", "--seconds", "1.5", "1", "2",
         "--set", "frames.width=64", "--set", "frames.height=48", "--set", "flow.epsilon=0.1"]

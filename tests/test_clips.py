@@ -1,6 +1,6 @@
 import pytest
 
-from twostream.clips import clip_starts, flow_pairs, middle_frame, needed_pairs, sg3i_frames
+from twostream.ingest.clips import clip_starts, flow_pairs, middle_frame, needed_pairs, sg3i_frames
 
 
 def test_clip_starts_one_per_second_at_6fps():

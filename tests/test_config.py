@@ -1,4 +1,4 @@
-"""Tests of twostream.config: every section checked once, when built, with one-line messages."""
+"""Tests of twostream.runtime.config: every section checked once, when built, with one-line messages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from twostream.config import (
+from twostream.runtime.config import (
     RULES, BaseConfig, ClipConfig, DataConfig, DemoConfig, ExecutorConfig, FlowConfig, FramesConfig, FuseConfig,
     ModelConfig, ParamsError, ResampleConfig, ShardsConfig, StreamConfig, TemporalConfig, TrainConfig, ViewsConfig,
     choice, load_params, section, stage_main,
@@ -159,7 +159,7 @@ def test_stage_stops_on_a_bad_param_with_one_line_before_reading_data(params, tm
 def test_dvc_yaml_lists_every_key_that_decides_an_output_and_no_execution_key():
     from dataclasses import fields
 
-    from twostream.config import EXECUTION_KEYS, DemoConfig, FlowConfig, FramesConfig, TrainConfig
+    from twostream.runtime.config import EXECUTION_KEYS, DemoConfig, FlowConfig, FramesConfig, TrainConfig
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     listed = {"demo_data": stages["demo_data"]["params"], "frames": stages["frames"]["params"],

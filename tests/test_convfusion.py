@@ -17,16 +17,16 @@ import torch
 from conftest import REPO, run, set_params, venv_env
 from test_engine import CLASSES, MODEL, SPEC, TRAIN, write_tiny_shards
 from twostream.bench.correspondence import ROLES, run_seed
-from twostream.config import FuseConfig, ViewsConfig
-from twostream.convfusion import FUNCTIONS, LAYERS, ConvFusionNet
-from twostream.convtrain import fused_from_checkpoint, paired_preset, role_pair, score_fused, train_conv_fusion
-from twostream.engine import STOP_ENV, RunSpec, TrainingInterrupted, build_optimizer, load_checkpoint, train_model
-from twostream.evaluation import score_model
-from twostream.metrics import HEADLINE, load_scores
-from twostream.models import build_model
-from twostream.pairs import PairedDataset, PairedViews
-from twostream.scoring import Dist
-from twostream.transforms import Window
+from twostream.runtime.config import FuseConfig, ViewsConfig
+from twostream.learn.convfusion import FUNCTIONS, LAYERS, ConvFusionNet
+from twostream.evaluate.convtrain import fused_from_checkpoint, paired_preset, role_pair, score_fused, train_conv_fusion
+from twostream.learn.engine import STOP_ENV, RunSpec, TrainingInterrupted, build_optimizer, load_checkpoint, train_model
+from twostream.evaluate.evaluation import score_model
+from twostream.learn.metrics import HEADLINE, load_scores
+from twostream.learn.models import build_model
+from twostream.learn.pairs import PairedDataset, PairedViews
+from twostream.learn.scoring import Dist
+from twostream.learn.transforms import Window
 
 K = 5
 
@@ -145,7 +145,7 @@ def test_training_resumes_after_a_kill_and_scores_as_predict_does(trained, tmp_p
         train_conv_fusion(*args, b / "conv.pt", b / "scores", b / "live", cfg, TRAIN, views, 0)
     assert load_checkpoint(b / "conv.resume.pt")["epoch"] == 1 and not (b / "conv.pt").exists()
     monkeypatch.delenv(STOP_ENV)
-    with caplog.at_level(logging.INFO, logger="twostream.engine"):
+    with caplog.at_level(logging.INFO, logger="twostream.learn.engine"):
         resumed = train_conv_fusion(*args, b / "conv.pt", b / "scores", b / "live", cfg, TRAIN, views, 0)
     assert "resuming" in caplog.text and {k: v for k, v in resumed.items() if k != "seconds"} == \
         {k: v for k, v in whole.items() if k != "seconds"}
@@ -162,8 +162,7 @@ def test_training_resumes_after_a_kill_and_scores_as_predict_does(trained, tmp_p
 def test_only_conv_fusion_learns_which_colour_moves(tmp_path):
     """Two squares of one luminance, one moves, the class is which colour: each stream and every
     late fusion stays near chance (0.5 on 200 test videos: above 0.65 is 4 standard deviations);
-    conv fusion at layer3 does not (0.915 for seed 0 when measured; README, "Fusion inside the
-    network", for three seeds)."""
+    conv fusion at layer3 does not (0.915 for seed 0 when measured; docs/fusion.md, for three seeds)."""
     top1 = run_seed(tmp_path, seed=0, layers=("layer3",))
     assert ROLES["test"] == 200
     for method in ("spatial", "temporal", "average", "network", "svm"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from twostream.dataset import ShardDataset, fit_flow_scale, shard_files
-from twostream.shards import ShardWriter
-from twostream.transforms import IMAGENET_MEAN, IMAGENET_STD, flow_pixels, flow_rms
+from twostream.learn.dataset import ShardDataset, fit_flow_scale, shard_files
+from twostream.samples.shards import ShardWriter
+from twostream.learn.transforms import IMAGENET_MEAN, IMAGENET_STD, flow_pixels, flow_rms
 
 CLASSES = ["clap", "jump", "wave"]
 PARAMS = {"clip": {"frames": 3, "step": 6}, "flow": {"stack": 2, "bound": 20.0}, "shards": {"clips_per_shard": 4}}
@@ -153,7 +153,7 @@ def test_reads_bypass_the_hdf5_chunk_cache(shard_dir):
 
 
 def test_segment_and_snippet_picks():
-    from twostream.dataset import centred_picks, random_picks, snippet_picks
+    from twostream.learn.dataset import centred_picks, random_picks, snippet_picks
 
     assert centred_picks(6, 3) == [1, 3, 5] and centred_picks(7, 3) == [1, 3, 5] and centred_picks(2, 3) == [0, 1, 1]
     assert snippet_picks(6, 0) == snippet_picks(6, 9) == list(range(6))
@@ -165,7 +165,7 @@ def test_segment_and_snippet_picks():
 
 
 def test_segment_dataset_is_a_video_of_k_snippets_sharing_one_window(shard_dir):
-    from twostream.dataset import SegmentDataset
+    from twostream.learn.dataset import SegmentDataset
 
     base = ShardDataset(shard_dir, "flow", "train", True, 6, SCALE)
     data = SegmentDataset(base, 2)
@@ -190,7 +190,7 @@ def test_segment_dataset_is_a_video_of_k_snippets_sharing_one_window(shard_dir):
 
 
 def test_view_dataset_selects_snippets_and_stacks_crops(shard_dir):
-    from twostream.dataset import ViewDataset
+    from twostream.learn.dataset import ViewDataset
 
     base = ShardDataset(shard_dir, "rgb", "train", False, 6)
     every = ViewDataset(base, 0, 1)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from twostream.datasets.common import FormatError, HashCache, carve_val, hash_files
-from twostream.datasets.index import FORMATS, build_index, detect_format
-from twostream.datasets.ucf101 import group_of
+from twostream.ingest.datasets.common import FormatError, HashCache, carve_val, hash_files
+from twostream.ingest.datasets.index import FORMATS, build_index, detect_format
+from twostream.ingest.datasets.ucf101 import group_of
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_UCF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucf101_splits"
@@ -265,7 +265,7 @@ def test_the_hash_cache_skips_unchanged_files_and_sees_changed_ones(tmp_path):
 
 
 def test_hashing_in_worker_processes_gives_the_hashes_of_one_process(tmp_path, monkeypatch):
-    from twostream.datasets import common
+    from twostream.ingest.datasets import common
 
     paths = []
     for i in range(7):

@@ -1,4 +1,4 @@
-"""Tests of the synthetic HMDB-format demo dataset (twostream.demo, twostream.figure, stage demo_data)."""
+"""Tests of the synthetic HMDB-format demo dataset (twostream.ingest.demo, twostream.ingest.figure, stage demo_data)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from twostream import demo, demoset, figure
-from twostream.config import DemoConfig
-from twostream.video import ffmpeg_exe
+from twostream.ingest import demo, demoset, figure
+from twostream.runtime.config import DemoConfig
+from twostream.ingest.video import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parents[1]
 ODD_CHARS = "!()#[]&+;~@ "
@@ -240,7 +240,7 @@ def test_stage_writes_only_a_placeholder_for_another_root(tmp_path):
 def test_every_layout_is_indexed_with_the_roles_and_labels_it_was_written_with(tmp_path, layout):
     """The demo in each dataset format: ``data.format: auto`` recognises it, and every video it
     wrote is in the index with its class, label and role (train standing for train or val)."""
-    from twostream.datasets.index import build_index
+    from twostream.ingest.datasets.index import build_index
 
     cfg = tiny(layout=layout, videos_per_class=5)
     summary = demoset.render_dataset(tmp_path / "demo", cfg, seed=3, progress=False)

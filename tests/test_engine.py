@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from twostream.config import ModelConfig, TrainConfig
-from twostream.dataset import ShardDataset, fit_flow_scale
-from twostream import engine
-from twostream.engine import Dist, RESUME_ONLY, RunSpec, STOP_ENV, TIMING_KEYS, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler, fingerprint, load_checkpoint, model_from_checkpoint, predict, resume, resume_path, save_checkpoint
-from twostream.evaluation import train_stream
-from twostream.metrics import load_scores
-from twostream.shards import ShardWriter
+from twostream.runtime.config import ModelConfig, TrainConfig
+from twostream.learn.dataset import ShardDataset, fit_flow_scale
+from twostream.learn import engine
+from twostream.learn.engine import Dist, RESUME_ONLY, RunSpec, STOP_ENV, TIMING_KEYS, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler, fingerprint, load_checkpoint, model_from_checkpoint, predict, resume, resume_path, save_checkpoint
+from twostream.evaluate.evaluation import train_stream
+from twostream.learn.metrics import load_scores
+from twostream.samples.shards import ShardWriter
 
 CLASSES = ["left", "right", "up"]
 SIZE = 16
@@ -214,7 +214,7 @@ def test_resume_after_interruption_matches_uninterrupted(first_run, shards, tmp_
     assert load_checkpoint(tmp_path / "model.resume.pt")["epoch"] == 1
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
     monkeypatch.delenv(STOP_ENV)
-    with caplog.at_level(logging.INFO, logger="twostream.engine"):
+    with caplog.at_level(logging.INFO, logger="twostream.learn.engine"):
         resumed = run(tmp_path, shards)
     assert "resuming" in caplog.text and "after epoch 1" in caplog.text
     assert not (tmp_path / "model.resume.pt").exists()
@@ -250,7 +250,7 @@ def test_other_fingerprint_starts_fresh(first_run, caplog):
     model = torch.nn.Linear(2, 3)
     optimizer = build_optimizer(model, TRAIN)
     scheduler = build_scheduler(optimizer, TRAIN, 3, 2)
-    with caplog.at_level(logging.INFO, logger="twostream.engine"):
+    with caplog.at_level(logging.INFO, logger="twostream.learn.engine"):
         assert resume(root / "model.pt", "other", model, optimizer, scheduler) == (0, [])
     assert "other params, shard data or training version: starting fresh" in caplog.text
     assert resume(root / "absent.pt", "other", model, optimizer, scheduler) == (0, [])
@@ -311,7 +311,7 @@ def test_rank_0_alone_decides_whether_to_resume_and_sends_the_checkpoint(tmp_pat
 
     import torch.multiprocessing as mp
 
-    from twostream.engine import rng_states
+    from twostream.learn.engine import rng_states
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from test_engine import CLASSES, write_tiny_shards
-from twostream.config import ViewsConfig
-from twostream.dataset import ShardDataset
-from twostream.evaluation import score_model, score_roles
-from twostream.metrics import load_scores
-from twostream.models import build_model
-from twostream.scoring import Dist, model_from_checkpoint
+from twostream.runtime.config import ViewsConfig
+from twostream.learn.dataset import ShardDataset
+from twostream.evaluate.evaluation import score_model, score_roles
+from twostream.learn.metrics import load_scores
+from twostream.learn.models import build_model
+from twostream.learn.scoring import Dist, model_from_checkpoint
 
 CPU = Dist(0, 1, torch.device("cpu"))
 

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 
 from conftest import free_port, texture
-from twostream import executors, flow, frames, parts
-from twostream.config import ClipConfig, ExecutorConfig, FlowConfig, FramesConfig, ResampleConfig
-from twostream.executors import ClusterError
-from twostream.pools import WorkerDied
-from twostream.resample import resample_videos
-from twostream.videowriter import write_video
+from twostream.runtime import executors
+from twostream.motion import flow
+from twostream.ingest import frames, parts
+from twostream.runtime.config import ClipConfig, ExecutorConfig, FlowConfig, FramesConfig, ResampleConfig
+from twostream.runtime.executors import ClusterError
+from twostream.runtime.pools import WorkerDied
+from twostream.ingest.resample import resample_videos
+from twostream.ingest.videowriter import write_video
 
 ray = pytest.importorskip("ray")
 
@@ -163,15 +165,15 @@ def test_a_node_that_cannot_read_the_inputs_is_an_error_naming_the_path(cluster,
 def test_a_node_computing_another_version_is_an_error_naming_the_module(cluster, dataset):
     jobs, _ = frames.plan_parts(json.loads((dataset / "index.json").read_text()), dataset / "out", FRAMES, 6.0)
     other = frames.VERSION + 1  # what the driver would expect after a bump the node has not got
-    with pytest.raises(ClusterError, match=rf"computes version {frames.VERSION} of twostream.frames, the driver "
+    with pytest.raises(ClusterError, match=rf"computes version {frames.VERSION} of twostream.ingest.frames, the driver "
                                            rf"version {other}: install the same twostream commit on every node"):
-        list(executors.ray_map(frames.store_video_parts, jobs[:1], on(cluster), expect={"twostream.frames": other}))
+        list(executors.ray_map(frames.store_video_parts, jobs[:1], on(cluster), expect={"twostream.ingest.frames": other}))
     assert not (dataset / "out").exists()  # checked before the first video
 
 
 def test_the_local_path_never_imports_ray(dataset):
-    probe = ("import sys, runpy; import twostream, twostream.frames, twostream.flow, twostream.executors; "
-             "from twostream.config import FramesConfig; from twostream.frames import extract_frames; "
+    probe = ("import sys, runpy; import twostream, twostream.ingest.frames, twostream.motion.flow, twostream.runtime.executors; "
+             "from twostream.runtime.config import FramesConfig; from twostream.ingest.frames import extract_frames; "
              f"extract_frames({str(dataset / 'index.json')!r}, {str(dataset / 'f')!r}, {str(dataset / 'r.json')!r}, "
              f"FramesConfig(**{dataclasses.asdict(FRAMES)!r}), 6.0); "
              "assert 'ray' not in sys.modules, 'ray was imported'")

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from conftest import shifted, texture
-from twostream.clips import needed_pairs
-from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig
-from twostream.flow import FlowError, RUN_KEYS, compute_flow, extract_flow, quantize
-from twostream.flowstore import FlowStore, dequantize
-from twostream.codec import decode_image
-from twostream.frames import extract_frames
-from twostream.resample import resample_videos
-from twostream.videowriter import write_video
+from twostream.ingest.clips import needed_pairs
+from twostream.runtime.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig
+from twostream.motion.flow import FlowError, RUN_KEYS, compute_flow, extract_flow, quantize
+from twostream.motion.flowstore import FlowStore, dequantize
+from twostream.ingest.codec import decode_image
+from twostream.ingest.frames import extract_frames
+from twostream.ingest.resample import resample_videos
+from twostream.ingest.videowriter import write_video
 
 # OpenCV's own TV-L1 parameters, as params.yaml has them
 OPENCV = FlowConfig(tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
@@ -196,7 +196,7 @@ def test_stage_torch_backend_matches_opencv(dataset, monkeypatch):
             b = dequantize(pt.read(vid, pairs), 20.0)[:, 4:-4, 4:-4]
             assert np.abs(a - b).mean() < 0.05, vid  # one step is 40/255 = 0.157 px
     # a GPU run batches pairs of several videos in one process: same results on CPU tensors
-    monkeypatch.setattr("twostream.flow._cuda", lambda: True)
+    monkeypatch.setattr("twostream.motion.flow._cuda", lambda: True)
     batched = run_stage(dataset, "flow_batched", torch_cfg)
     assert batched["workers"] == 1
     with FlowStore(dataset / "flow_torch") as one, FlowStore(dataset / "flow_batched") as many:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twostream.flowviz import colour_wheel, flow_to_hsv
+from twostream.motion.flowviz import colour_wheel, flow_to_hsv
 
 
 def test_flow_to_hsv_colours():

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from conftest import damaged_xvid, texture
-from twostream.clips import resample_indices
-from twostream.config import FramesConfig
-from twostream.framestore import FrameInfo, FrameStore
-from twostream.frames import FramesError, codec_roundtrip, decode_frame, encode_frame, extract_frames
-from twostream.videowriter import write_video
+from twostream.ingest.clips import resample_indices
+from twostream.runtime.config import FramesConfig
+from twostream.ingest.framestore import FrameInfo, FrameStore
+from twostream.ingest.frames import FramesError, codec_roundtrip, decode_frame, encode_frame, extract_frames
+from twostream.ingest.videowriter import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -332,7 +332,7 @@ def test_store_in_forked_and_spawned_workers(dataset, tmp_path):
 def test_store_keeps_a_bounded_number_of_files_open(dataset, tmp_path, monkeypatch):
     index_path, good = dataset
     extract_frames(index_path, tmp_path / "frames", tmp_path / "report.json", config(), 0)
-    monkeypatch.setattr("twostream.h5store.MAX_OPEN_FILES", 2)
+    monkeypatch.setattr("twostream.ingest.h5store.MAX_OPEN_FILES", 2)
     with FrameStore(tmp_path / "frames") as store:
         for vid in (0, 3, 6, 0, 3):
             np.testing.assert_array_equal(store.read(vid, [1]), good[vid][[1]])

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import yaml
 
-from twostream.scoring import load_checkpoint
+from twostream.learn.scoring import load_checkpoint
 from sklearn.svm import LinearSVC
 
 from conftest import REPO, run
-from twostream.config import FuseConfig
-from twostream.fusion import (
+from twostream.runtime.config import FuseConfig
+from twostream.evaluate.fusion import (
     METHODS, SCORE_METHODS, AverageFusion, NetworkFusion, SVMFusion, build_fusion, check_aligned, check_method, fuse,
     holdout_mask, load_fusion, log_features, save_fusion, svm_features,
 )
-from twostream.metrics import Scores, save_scores
+from twostream.learn.metrics import Scores, save_scores
 
 CLASSES = ["a", "b", "c", "d"]
 CFG = FuseConfig(weights=[1.0, 1.0], hidden=16, lr=0.05, weight_decay=0.0, max_epochs=300, patience=30,

@@ -6,7 +6,7 @@ older code is reused as long as the version is the same. These tests are what ke
 honest: a change of code or of a locked library that alters an output fails here until the
 owner's ``VERSION`` is bumped and the golden values recorded anew::
 
-    python tests/test_golden.py record frames      # after bumping twostream.frames.VERSION
+    python tests/test_golden.py record frames      # after bumping twostream.ingest.frames.VERSION
 
 Exact comparisons are kept for what one library call decides on any x86 CPU (a JPEG encode,
 an HDF5 file from given bytes, the quantisation's float32 arithmetic); what goes through
@@ -29,12 +29,14 @@ import cv2
 import numpy as np
 import pytest
 
-from twostream import demoset, engine, flow, frames
-from twostream.codec import decode_image, encode_image
-from twostream.config import FlowConfig
-from twostream.flowstore import quantize
-from twostream.framestore import decode_frame
-from twostream.videowriter import write_video
+from twostream.ingest import demoset, frames
+from twostream.learn import engine
+from twostream.motion import flow
+from twostream.ingest.codec import decode_image, encode_image
+from twostream.runtime.config import FlowConfig
+from twostream.motion.flowstore import quantize
+from twostream.ingest.framestore import decode_frame
+from twostream.ingest.videowriter import write_video
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # decoded and resized frames (ffmpeg's scaler may round differently on other CPUs), stored as JPEG
@@ -73,7 +75,7 @@ def smooth_texture(h: int, w: int, seed: int = 0) -> np.ndarray:
     return ((top * (8 - fy) + bottom * fy + 32) // 64).astype(np.uint8)
 
 
-# ---- frames (twostream.frames.VERSION) ----------------------------------------------------------
+# ---- frames (twostream.ingest.frames.VERSION) ----------------------------------------------------------
 
 def frames_outputs() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A 12-frame 64x48 lossless video at 30 fps through ``store_video_part`` at 40x30, 6 fps, JPEG 95;
@@ -118,7 +120,7 @@ def compare_frames(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
     return problems
 
 
-# ---- flow (twostream.flow.VERSION) ---------------------------------------------------------------
+# ---- flow (twostream.motion.flow.VERSION) ---------------------------------------------------------------
 
 class FixedFrames:
     """The frames store's ``read`` over frames held in memory (what ``flow.video_flow`` reads)."""
@@ -169,7 +171,7 @@ def compare_flow(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
     return problems
 
 
-# ---- training (twostream.engine.VERSION) ---------------------------------------------------------
+# ---- training (twostream.learn.engine.VERSION) ---------------------------------------------------------
 
 def training_outputs() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Two epochs of the tiny flow stream of ``test_engine`` on its tiny shards: per-epoch losses."""
@@ -193,7 +195,7 @@ def compare_training(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
     return problems
 
 
-# ---- the demo dataset (twostream.demoset.VERSION) ------------------------------------------------
+# ---- the demo dataset (twostream.ingest.demoset.VERSION) ------------------------------------------------
 
 DEMO_MEAN_ABS, DEMO_MAX_ABS = 1.0, 24  # decoded demo frames: float drawing, then XviD, on another CPU
 
@@ -201,8 +203,8 @@ DEMO_MEAN_ABS, DEMO_MAX_ABS = 1.0, 24  # decoded demo frames: float drawing, the
 def demo_outputs() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A tiny demo (8 classes, two 0.2-s videos each, 32x32) in the HMDB-51 layout: the split files
     exactly, the first and last frame of every video decoded."""
-    from twostream.config import DemoConfig
-    from twostream.video import decode_video
+    from twostream.runtime.config import DemoConfig
+    from twostream.ingest.video import decode_video
 
     cfg = DemoConfig(classes=8, videos_per_class=2, seconds=0.2, width=32, height=32, fps=30, train_fraction=0.5,
                      test_fraction=0.5, layout="hmdb51", workers=1)
@@ -232,10 +234,10 @@ def compare_demo(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
 # ---- the checks and the recorder ---------------------------------------------------------------
 
 CHECKS: dict[str, tuple[str, Callable[[], tuple], Callable[..., list[str]]]] = {
-    "frames": ("twostream.frames", frames_outputs, compare_frames),
-    "flow": ("twostream.flow", flow_outputs, compare_flow),
-    "training": ("twostream.engine", training_outputs, compare_training),
-    "demo": ("twostream.demoset", demo_outputs, compare_demo),
+    "frames": ("twostream.ingest.frames", frames_outputs, compare_frames),
+    "flow": ("twostream.motion.flow", flow_outputs, compare_flow),
+    "training": ("twostream.learn.engine", training_outputs, compare_training),
+    "demo": ("twostream.ingest.demoset", demo_outputs, compare_demo),
 }
 
 
@@ -278,7 +280,7 @@ def test_a_change_without_a_version_bump_fails_naming_the_constant(monkeypatch):
     monkeypatch.setattr(frames, "encode_frame", lambda rgb, codec, quality: real(rgb, codec, quality - 1))
     _, problems = problems_of("frames")
     assert any(p.startswith("jpeg_q95") for p in problems), problems
-    with pytest.raises(AssertionError, match=r"bump twostream\.frames\.VERSION to 2"):
+    with pytest.raises(AssertionError, match=r"bump twostream\.ingest\.frames\.VERSION to 2"):
         test_output_is_what_its_version_recorded("frames")
 
 

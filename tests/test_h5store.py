@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from twostream.h5store import (
+from twostream.ingest.h5store import (
     META_NAME, VideoShardWriter, VideoStore, clear_shards, dataset_name, encode_chunks,
 )
 

@@ -1,4 +1,4 @@
-"""Tests of the HMDB-51 format (twostream.datasets.hmdb51), what it shares with the others, and
+"""Tests of the HMDB-51 format (twostream.ingest.datasets.hmdb51), what it shares with the others, and
 stages/index.py, on split files made in tmp_path."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from twostream.datasets.common import PROBLEM_KEYS, FormatError, carve_val, is_escaping
-from twostream.datasets.hmdb51 import detect_layout, parse_split_line
-from twostream.datasets.index import build_index
-from twostream.datasets.records import read_index
-from twostream.jsonio import write_json
+from twostream.ingest.datasets.common import PROBLEM_KEYS, FormatError, carve_val, is_escaping
+from twostream.ingest.datasets.hmdb51 import detect_layout, parse_split_line
+from twostream.ingest.datasets.index import build_index
+from twostream.ingest.datasets.records import read_index
+from twostream.runtime.jsonio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hmdb51_splits"

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-import twostream.transforms
-from twostream.config import ModelConfig, TrainConfig
-from twostream.dataset import ShardDataset
-from twostream.engine import RunSpec
-from twostream.evaluation import train_stream
-from twostream.flow import quantize
-from twostream.metrics import load_scores
-from twostream.shards import ShardWriter
+import twostream.learn.transforms
+from twostream.runtime.config import ModelConfig, TrainConfig
+from twostream.learn.dataset import ShardDataset
+from twostream.learn.engine import RunSpec
+from twostream.evaluate.evaluation import train_stream
+from twostream.motion.flow import quantize
+from twostream.learn.metrics import load_scores
+from twostream.samples.shards import ShardWriter
 
 # rgb: red, green, blue patch | sg3i: brightening, darkening, steady patch | flow: expand, contract, vertical
 CLASSES = ["a", "b", "c"]
@@ -206,7 +206,7 @@ def test_shuffled_labels_do_not_learn(tmp_path: Path) -> None:
 def test_flip_that_keeps_flow_x_fails(flow_metrics: dict[str, Any], shards: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    fused = twostream.transforms._fused_affine
+    fused = twostream.learn.transforms._fused_affine
 
     def broken(modality: str, bound: float | None, scale: float | None, channels: int, flip: bool,
                zoom: tuple[float, float] = (1.0, 1.0)):
@@ -214,7 +214,7 @@ def test_flip_that_keeps_flow_x_fails(flow_metrics: dict[str, Any], shards: Path
         return fused(modality, bound, scale, channels, False, zoom)  # mirrored window, x never negated
 
     # what Preset.__call__ looks up: it mirrors the uint8 window and takes the x negation from here
-    monkeypatch.setattr(twostream.transforms, "_fused_affine", broken)
+    monkeypatch.setattr(twostream.learn.transforms, "_fused_affine", broken)
     metrics = train(tmp_path, shards, "flow")
     assert {m for m, _ in calls} == {"flow"} and {f for _, f in calls} == {False, True}  # it did flip
     assert metrics["clip_top1"] <= 0.8, metrics

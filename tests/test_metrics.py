@@ -1,4 +1,4 @@
-"""Tests of ``twostream.metrics`` on hand-made score arrays with exact expected values."""
+"""Tests of ``twostream.learn.metrics`` on hand-made score arrays with exact expected values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from twostream.metrics import (Scores, confusion_rows, evaluate, headline, load_scores, per_class_table,
+from twostream.learn.metrics import (Scores, confusion_rows, evaluate, headline, load_scores, per_class_table,
                                save_scores, video_labels, video_scores, write_metrics)
 
 # two videos (ids 7 and 3, interleaved) whose clip majority is right but whose mean is wrong

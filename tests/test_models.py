@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from twostream.models import build_model, cross_modality_conv
+from twostream.learn.models import build_model, cross_modality_conv
 
 
 def test_shapes_rgb_and_flow():
@@ -56,7 +56,7 @@ def test_from_scratch_flow_channels_start_different():
 
 
 def test_partial_bn_freezes_every_batchnorm_but_the_first():
-    from twostream.models import batchnorms, freeze_partial_bn, partial_bn_mode
+    from twostream.learn.models import batchnorms, freeze_partial_bn, partial_bn_mode
 
     model = build_model("resnet18", num_classes=3)
     bns = batchnorms(model)
@@ -74,9 +74,9 @@ def test_partial_bn_freezes_every_batchnorm_but_the_first():
 
 
 def test_ddp_on_gpus_synchronises_batchnorm_and_cpu_ranks_keep_their_own():
-    from twostream.config import TrainConfig
-    from twostream.engine import prepare_batchnorm
-    from twostream.scoring import Dist
+    from twostream.runtime.config import TrainConfig
+    from twostream.learn.engine import prepare_batchnorm
+    from twostream.learn.scoring import Dist
 
     cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, warmup_epochs=0.0,
                       label_smoothing=0.0, batch_size=8, crop=32, sampling="clip", segments=3, augment="crop",

@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from conftest import run, set_params
-from twostream.config import DemoConfig
-from twostream.demoset import expected_roles
-from twostream.presets import apply, load_presets
-from twostream.scoring import load_checkpoint
-from twostream.video import decode_video
-from twostream.videowriter import write_video
+from twostream.runtime.config import DemoConfig
+from twostream.ingest.demoset import expected_roles
+from twostream.runtime.presets import apply, load_presets
+from twostream.learn.scoring import load_checkpoint
+from twostream.ingest.video import decode_video
+from twostream.ingest.videowriter import write_video
 
 TINY = dict(
     demo_data=dict(classes=8, videos_per_class=5, seconds=1.5, width=64, height=48, workers=2),
@@ -83,6 +83,7 @@ def test_repro_tiny_pipeline(repo_copy, monkeypatch, tmp_path):
     # nothing changed: nothing re-runs
     status = run(["dvc", "status", "--json"], repo_copy)
     assert json.loads(status.stdout) == {}
+    check_sharing(repo_copy, tmp_path)
     check_code_edits(repo_copy, len(decoded))
     check_decisive_param(repo_copy, len(decoded))
     check_reencoded_video(repo_copy, repo_copy / decoded_path(index), tmp_path)
@@ -120,6 +121,30 @@ def ran_stages(out: str) -> set[str]:
 def stage_lines(out: str) -> dict[str, str]:
     """The summary line each data stage printed, by stage."""
     return {line.split(":")[0]: line for line in out.splitlines() if line.startswith(("frames: ", "flow: "))}
+
+
+def check_sharing(repo, scratch) -> None:
+    """docs/sharing.md: push the outputs to a remote; a fresh clone pulls them, is up to date and
+    reproduces nothing; another clone's `dvc pull flow` brings the flow store alone."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["dvc", "remote", "add", "-d", "shared", str(scratch / "remote")], repo)
+    run(git + ["add", "-A"], repo)
+    run(git + ["commit", "-qm", "tiny pipeline and its remote"], repo)
+    pushed = run(["dvc", "push", "--run-cache"], repo)
+    assert "pushed" in pushed.stdout, pushed.stdout
+    clone = scratch / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], scratch)
+    run(["dvc", "pull"], clone)
+    assert json.loads(run(["dvc", "status", "--json"], clone).stdout) == {}
+    again = run(["dvc", "repro"], clone).stdout
+    assert "Running stage" not in again and "didn't change, skipping" in again, again
+    for out in ("data/index.json", "data/shards/summary.json", "models/temporal.pt", "metrics/fusion.json"):
+        assert (clone / out).read_bytes() == (repo / out).read_bytes(), out
+    only = scratch / "only-flow"
+    run(["git", "clone", "-q", str(repo), str(only)], scratch)
+    run(["dvc", "pull", "flow"], only)
+    assert (only / "data/flow/meta.json").is_file() and (only / "data/flow_report.json").is_file()
+    assert not (only / "data/frames").exists() and not (only / "data/shards").exists()
 
 
 def check_code_edits(repo, decoded: int) -> None:

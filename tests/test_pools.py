@@ -12,8 +12,8 @@ from multiprocessing import resource_tracker
 import pytest
 
 from conftest import processes_with
-from twostream.config import resolve_workers, usable_cores
-from twostream.pools import WorkerDied, ordered_map
+from twostream.runtime.config import resolve_workers, usable_cores
+from twostream.runtime.pools import WorkerDied, ordered_map
 
 FORK = multiprocessing.get_context("fork")  # the test module is importable in a forked child
 
@@ -66,7 +66,7 @@ def part_dies_on_three(job):
 
 def test_frames_stage_reports_a_dead_worker(alarm, tmp_path, monkeypatch):
     """The frames stage's own pool: a decode worker killed mid-run stops the stage with a clear error."""
-    from twostream import frames
+    from twostream.ingest import frames
 
     monkeypatch.setattr(frames, "pool_context", lambda preload: FORK)
     monkeypatch.setattr(frames, "store_video_part", part_dies_on_three)
@@ -93,7 +93,7 @@ def sleepy(job: int) -> int:
 def _owner_killed_mid_run() -> None:
     """Start a pool on the fork server (as the stages do) and SIGKILL this process while its
     workers are busy: no clean-up code of ours or of multiprocessing runs."""
-    from twostream.pools import pool_context
+    from twostream.runtime.pools import pool_context
 
     results = ordered_map(sleepy, range(4), 2, pool_context())
     threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()

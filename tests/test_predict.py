@@ -13,23 +13,23 @@ import torch
 
 from conftest import REPO, set_params, venv_env
 from twostream.__main__ import main
-from twostream.config import (
+from twostream.runtime.config import (
     ClipConfig, DemoConfig, FlowConfig, FramesConfig, FuseConfig, ResampleConfig, ShardsConfig, load_params,
 )
-from twostream.demo import render_video, video_seeds
-from twostream.dataset import ShardDataset, ViewDataset
-from twostream.engine import save_checkpoint
-from twostream.flow import extract_flow
-from twostream.frames import extract_frames
-from twostream.fusion import AverageFusion, SVMFusion, save_fusion
-from twostream.jsonio import write_json
-from twostream.models import build_model
-from twostream.predict import FeatureParams, PredictError, clip_samples, predict_video
-from twostream.resample import resample_videos
-from twostream.scoring import Dist, load_checkpoint, model_from_checkpoint, predict, score_samples
-from twostream.sg3i import build_sg3i
-from twostream.shards import build_shards
-from twostream.videowriter import write_video
+from twostream.ingest.demo import render_video, video_seeds
+from twostream.learn.dataset import ShardDataset, ViewDataset
+from twostream.learn.engine import save_checkpoint
+from twostream.motion.flow import extract_flow
+from twostream.ingest.frames import extract_frames
+from twostream.evaluate.fusion import AverageFusion, SVMFusion, save_fusion
+from twostream.runtime.jsonio import write_json
+from twostream.learn.models import build_model
+from twostream.evaluate.predict import FeatureParams, PredictError, clip_samples, predict_video
+from twostream.ingest.resample import resample_videos
+from twostream.learn.scoring import Dist, load_checkpoint, model_from_checkpoint, predict, score_samples
+from twostream.motion.sg3i import build_sg3i
+from twostream.samples.shards import build_shards
+from twostream.ingest.videowriter import write_video
 
 CLASSES = ["clap", "jump", "kick", "wave"]
 # 1.5 s at 30 fps -> 9 frames at 6 fps -> clips at 0, 3, 6 (3 frames every 3): 3 clips

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from twostream.config import FramesConfig, ResampleConfig
-from twostream.framestore import FrameStore
-from twostream.frames import extract_frames
-from twostream.resample import LABEL_PX, PAD_PX, read_resample, resample_indices, resample_videos
-from twostream.videowriter import write_video
+from twostream.runtime.config import FramesConfig, ResampleConfig
+from twostream.ingest.framestore import FrameStore
+from twostream.ingest.frames import extract_frames
+from twostream.ingest.resample import LABEL_PX, PAD_PX, read_resample, resample_indices, resample_videos
+from twostream.ingest.videowriter import write_video
 
 
 def test_30_to_6_keeps_every_5th():

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from twostream.config import ClipConfig, FramesConfig, ResampleConfig
-from twostream.framestore import FrameStore
-from twostream.frames import extract_frames
-from twostream.resample import read_resample, resample_videos
-from twostream.sg3istore import SG3IStore
-from twostream.sg3i import build_sg3i, sg3i_images, times_to_channels, to_gray
-from twostream.videowriter import write_video
+from twostream.runtime.config import ClipConfig, FramesConfig, ResampleConfig
+from twostream.ingest.framestore import FrameStore
+from twostream.ingest.frames import extract_frames
+from twostream.ingest.resample import read_resample, resample_videos
+from twostream.motion.sg3istore import SG3IStore
+from twostream.motion.sg3i import build_sg3i, sg3i_images, times_to_channels, to_gray
+from twostream.ingest.videowriter import write_video
 
 
 def constant_frames(values: list[int], h: int = 4, w: int = 5) -> np.ndarray:

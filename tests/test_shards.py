@@ -11,20 +11,20 @@ import h5py
 import numpy as np
 import pytest
 
-from twostream.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig, ShardsConfig
-from twostream.dataset import ShardDataset
-from twostream.flowstore import FlowStore
-from twostream.flow import extract_flow
-from twostream.framestore import FrameStore
-from twostream.frames import extract_frames
-from twostream.jsonio import write_json
-from twostream.resample import read_resample, resample_videos
-from twostream.sg3istore import SG3IStore
-from twostream.sg3i import build_sg3i
-from twostream.shards import LAYOUTS, ShardWriter, ShardsError, build_shards, class_names, pairs_to_channels
-from twostream.samples import channels_to_pairs
-from twostream.expected import read_expected
-from twostream.videowriter import write_video
+from twostream.runtime.config import ClipConfig, FlowConfig, FramesConfig, ResampleConfig, ShardsConfig
+from twostream.learn.dataset import ShardDataset
+from twostream.motion.flowstore import FlowStore
+from twostream.motion.flow import extract_flow
+from twostream.ingest.framestore import FrameStore
+from twostream.ingest.frames import extract_frames
+from twostream.runtime.jsonio import write_json
+from twostream.ingest.resample import read_resample, resample_videos
+from twostream.motion.sg3istore import SG3IStore
+from twostream.motion.sg3i import build_sg3i
+from twostream.samples.shards import LAYOUTS, ShardWriter, ShardsError, build_shards, class_names, pairs_to_channels
+from twostream.samples.refs import channels_to_pairs
+from twostream.samples.expected import read_expected
+from twostream.ingest.videowriter import write_video
 
 CLIP = ClipConfig(frames=3, step=2)
 # fast TV-L1 for 24x24 test frames (the values do not matter here, only where they go)

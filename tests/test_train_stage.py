@@ -15,11 +15,11 @@ import yaml
 
 from conftest import REPO, free_port, run, set_params, venv_env
 from test_engine import CLASSES, write_tiny_shards
-from twostream.config import ParamsError
-from twostream.dataset import ShardDataset
-from twostream.engine import STOP_ENV
-from twostream.metrics import HEADLINE, evaluate, load_scores
-from twostream.scoring import Dist, load_checkpoint, model_from_checkpoint, predict
+from twostream.runtime.config import ParamsError
+from twostream.learn.dataset import ShardDataset
+from twostream.learn.engine import STOP_ENV
+from twostream.learn.metrics import HEADLINE, evaluate, load_scores
+from twostream.learn.scoring import Dist, load_checkpoint, model_from_checkpoint, predict
 TINY = {"model": {"hidden": 32}, "spatial": {"epochs": 1}, "temporal": {"input": "flow", "epochs": 2},
         "train": {"batch_size": 8, "crop": 12, "workers": 0, "threads": 1, "warmup_epochs": 0.5}}
 
@@ -139,10 +139,13 @@ def test_dvc_yaml_train_block_lists_what_the_stage_reads():
         [sys.executable, "-c", "import runpy, sys; runpy.run_path('stages/train.py', run_name='x'); "
          "print('\\n'.join(m for m in sys.modules if m.startswith('twostream.')))"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    assert {f"twostream/{m.split('.')[1]}.py" for m in imported} | {"stages/train.py"} <= set(do["deps"])
+    files = {m.replace(".", "/") + ("/__init__.py" if (REPO / m.replace(".", "/")).is_dir() else ".py")
+             for m in imported}
+    assert files | {"stages/train.py"} <= set(do["deps"])
     # no persist output, so DVC keeps the stage's run-cache; the resume file is no output
     assert do["outs"] == ["models/${key}.pt"]
-    assert do["plots"] == [{"dvclive/${key}/plots/metrics": {"x": "step", "cache": False}}]
+    # the curves are cached too: DVC keeps no run-cache for a stage with an uncached directory
+    assert do["plots"] == [{"dvclive/${key}/plots/metrics": {"x": "step"}}]
     for key in ("train.sampling", "train.segments", "train.augment", "train.partial_bn"):
         assert key in do["params"]
     assert "views" not in do["params"]  # test-time views are the score stage's: they re-run no training
@@ -179,7 +182,7 @@ def test_segments_multiscale_partial_bn_and_ten_crop_views(workdir, tmp_path):
 
 
 def test_two_nodes_with_their_own_disks_resume_as_rank_0_decides(workdir, tmp_path):
-    """The README's multi-node command, two "nodes" on this machine, each with its own working folder:
+    """docs/cluster.md's multi-node command, two "nodes" on this machine, each with its own working folder:
     only node 0's disk holds the resume file, and both ranks resume from it without node 1 reading it."""
     nodes = [tmp_path / "node0", tmp_path / "node1"]
     for node in nodes:

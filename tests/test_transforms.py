@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from twostream.flow import quantize
-from twostream.transforms import (
+from twostream.motion.flow import quantize
+from twostream.learn.transforms import (
     FLOW_ZERO, IMAGENET_MEAN, IMAGENET_STD, center_crop, eval_preset, hflip, hwc_to_chw, normalize,
     flow_pixels, flow_rms, random_crop, train_preset,
 )
@@ -193,7 +193,7 @@ def test_preset_equals_the_plain_reference_bit_for_bit_with_the_same_draws(modal
 
 
 def test_view_windows_centre_long_side_and_ten_crops():
-    from twostream.transforms import Window, view_windows
+    from twostream.learn.transforms import Window, view_windows
 
     assert view_windows(8, 12, 6, 1) == [Window(1, 3, 6, 6)]
     assert view_windows(8, 12, 6, 3) == [Window(1, 0, 6, 6), Window(1, 3, 6, 6), Window(1, 6, 6, 6)]
@@ -209,7 +209,7 @@ def test_view_windows_centre_long_side_and_ten_crops():
 
 
 def test_views_are_the_preset_applied_to_each_window():
-    from twostream.transforms import Window
+    from twostream.learn.transforms import Window
 
     q = quantize(np.random.default_rng(3).normal(0, 4, (8, 12, 4)).astype(np.float32), 20.0)
     preset = eval_preset("flow", 6, bound=20.0, scale=SCALE)
@@ -223,7 +223,7 @@ def test_views_are_the_preset_applied_to_each_window():
 
 
 def test_multiscale_windows_follow_tsn_sizes_and_places():
-    from twostream.transforms import fixed_offsets, scale_pairs
+    from twostream.learn.transforms import fixed_offsets, scale_pairs
 
     # short side 256, scales 1, .875, .75, .66 -> 256, 224 (snapped to the crop), 192, 168
     pairs = scale_pairs(256, 340, 224)
@@ -242,7 +242,7 @@ def test_multiscale_windows_follow_tsn_sizes_and_places():
 
 
 def test_multiscale_resizes_and_scales_flow_by_the_resize_factors():
-    from twostream.transforms import Window
+    from twostream.learn.transforms import Window
 
     # uniform motion (+4 px right, -2 px down) everywhere: after resizing a 12 x 8 window to 6 x 6
     # the motion is (4 * 6/8, -2 * 6/12) = (3, -1) pixels of the network's input

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import shifted, texture
-from twostream import tvl1
-from twostream.config import DemoConfig
-from twostream.demo import CLASSES, render_video, video_seeds
-from twostream.flow import compute_flow
-from twostream.tvl1 import bandwidth_floor, pyramid_sizes, tvl1_batch, tvl1_flow
+from twostream.motion import tvl1
+from twostream.runtime.config import DemoConfig
+from twostream.ingest.demo import CLASSES, render_video, video_seeds
+from twostream.motion.flow import compute_flow
+from twostream.motion.tvl1 import bandwidth_floor, pyramid_sizes, tvl1_batch, tvl1_flow
 
 # OpenCV's own TV-L1 parameters, and params.yaml's (the same but epsilon 0.05)
 OPENCV = {"tau": 0.25, "lambda_": 0.15, "theta": 0.3, "nscales": 5, "warps": 5, "epsilon": 0.01,
@@ -197,6 +197,6 @@ def test_bandwidth_floor_exact():
 
 
 def test_both_backends_take_the_same_tv_l1_keys():
-    from twostream.opticalflow import TVL1_KEYWORDS
+    from twostream.motion.opticalflow import TVL1_KEYWORDS
 
     assert tvl1.PARAM_KEYS == tuple(TVL1_KEYWORDS)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import damaged_xvid
-from twostream.video import BLOCK_FRAMES, MIN_FRAME_FRACTION, VideoError, VideoReader, _check_decode, decode_video, ffmpeg_exe, parse_stream_info, read_video, whole_count
-from twostream.videowriter import write_video
+from twostream.ingest.video import BLOCK_FRAMES, MIN_FRAME_FRACTION, VideoError, VideoReader, _check_decode, decode_video, ffmpeg_exe, parse_stream_info, read_video, whole_count
+from twostream.ingest.videowriter import write_video
 
 
 def noise(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 
-from twostream.video import VideoError
+from twostream.ingest.video import VideoError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
 
 def preset_command(args: argparse.Namespace) -> int:
     """Run ``preset``; returns the exit status."""
-    from twostream.presets import PresetError, main
+    from twostream.runtime.presets import PresetError, main
 
     try:
         print(main(args.name, args.list, args.file), end="")
@@ -49,7 +49,7 @@ def preset_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Run ``predict``; returns the exit status."""
-    from twostream.predict import PredictError, predict_video  # torch loads only when needed
+    from twostream.evaluate.predict import PredictError, predict_video  # torch loads only when needed
 
     if args.top < 1:
         print(f"predict: error: --top must be >= 1; got {args.top}", file=sys.stderr)

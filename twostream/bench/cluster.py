@@ -24,11 +24,11 @@ from typing import Any
 from twostream.bench.common import bench_index, frames_config, resample_fps
 from twostream.bench.flow import flow_params
 from twostream.bench.scale import write_sample
-from twostream.config import ExecutorConfig, ResampleConfig
-from twostream.executors import local_cluster
-from twostream.flow import extract_flow
-from twostream.frames import extract_frames
-from twostream.resample import resample_videos
+from twostream.runtime.config import ExecutorConfig, ResampleConfig
+from twostream.runtime.executors import local_cluster
+from twostream.motion.flow import extract_flow
+from twostream.ingest.frames import extract_frames
+from twostream.ingest.resample import resample_videos
 
 
 def _digest(folder: Path) -> str:

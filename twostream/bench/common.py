@@ -8,12 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from twostream.config import FramesConfig, ResampleConfig, load_params, section
-from twostream.frames import DECODE_ROLES
-from twostream.datasets.common import VIDEO_SUFFIXES
-from twostream.datasets.records import read_index
-from twostream.jsonio import write_json
-from twostream.videowriter import write_video
+from twostream.runtime.config import FramesConfig, ResampleConfig, load_params, section
+from twostream.ingest.frames import DECODE_ROLES
+from twostream.ingest.datasets.common import VIDEO_SUFFIXES
+from twostream.ingest.datasets.records import read_index
+from twostream.runtime.jsonio import write_json
+from twostream.ingest.videowriter import write_video
 
 # fallback videos, like the demo's defaults: 128x96 XviD at 30 fps, 3 s
 RENDER = {"videos": 24, "frames": 90, "width": 128, "height": 96, "fps": 30}

@@ -26,14 +26,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from twostream.config import FuseConfig, ModelConfig, TrainConfig, ViewsConfig
-from twostream.convtrain import train_conv_fusion
-from twostream.engine import RunSpec, train_model
-from twostream.evaluation import score_model
-from twostream.flowstore import quantize
-from twostream.fusion import SCORE_METHODS, fuse
-from twostream.opticalflow import compute_flow
-from twostream.shards import ShardWriter
+from twostream.runtime.config import FuseConfig, ModelConfig, TrainConfig, ViewsConfig
+from twostream.evaluate.convtrain import train_conv_fusion
+from twostream.learn.engine import RunSpec, train_model
+from twostream.evaluate.evaluation import score_model
+from twostream.motion.flowstore import quantize
+from twostream.evaluate.fusion import SCORE_METHODS, fuse
+from twostream.motion.opticalflow import compute_flow
+from twostream.samples.shards import ShardWriter
 
 COLOURS = ((200, 60, 140), (60, 135, 120))  # RGB: 0.299 R + 0.587 G + 0.114 B = 111 for both
 BACKGROUND = 25

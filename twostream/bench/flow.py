@@ -22,15 +22,15 @@ import cv2
 import numpy as np
 
 from twostream.bench.common import frames_config, resample_fps
-from twostream.clips import needed_pairs
-from twostream.config import ClipConfig, DemoConfig, FlowConfig, ResampleConfig, load_params, section
-from twostream.demoset import render_dataset
-from twostream.opticalflow import TVL1_KEYWORDS
-from twostream.flow import compute_flow, extract_flow, pool_context, tvl1_params
-from twostream.framestore import FrameStore
-from twostream.frames import extract_frames
-from twostream.jsonio import write_json
-from twostream.resample import read_resample, resample_videos
+from twostream.ingest.clips import needed_pairs
+from twostream.runtime.config import ClipConfig, DemoConfig, FlowConfig, ResampleConfig, load_params, section
+from twostream.ingest.demoset import render_dataset
+from twostream.motion.opticalflow import TVL1_KEYWORDS
+from twostream.motion.flow import compute_flow, extract_flow, pool_context, tvl1_params
+from twostream.ingest.framestore import FrameStore
+from twostream.ingest.frames import extract_frames
+from twostream.runtime.jsonio import write_json
+from twostream.ingest.resample import read_resample, resample_videos
 
 
 def flow_params(params_path: str) -> tuple[FlowConfig, ClipConfig, DemoConfig]:

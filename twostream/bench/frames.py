@@ -40,15 +40,15 @@ import numpy as np
 from twostream.bench.common import bench_index, frames_config, resample_fps
 from twostream.bench.flow import opencv_tvl1_defaults, pool_tvl1
 from twostream.bench.train import parse_size
-from twostream.clips import kept_stream
-from twostream.config import FramesConfig, load_params, resolve_workers
-from twostream.flow import tvl1_params
-from twostream.frames import DECODE_ROLES, decode_frame, encode_frame, extract_frames
-from twostream.framestore import FrameStore
-from twostream.h5store import LIBVER, META_NAME, encode_chunks
-from twostream.datasets.records import read_index
-from twostream.jsonio import write_json
-from twostream.video import VideoReader, ffmpeg_exe
+from twostream.ingest.clips import kept_stream
+from twostream.runtime.config import FramesConfig, load_params, resolve_workers
+from twostream.motion.flow import tvl1_params
+from twostream.ingest.frames import DECODE_ROLES, decode_frame, encode_frame, extract_frames
+from twostream.ingest.framestore import FrameStore
+from twostream.ingest.h5store import LIBVER, META_NAME, encode_chunks
+from twostream.ingest.datasets.records import read_index
+from twostream.runtime.jsonio import write_json
+from twostream.ingest.video import VideoReader, ffmpeg_exe
 
 RAW = "raw"  # the lossless reference candidate: HDF5 chunks of h5store.encode_chunks
 

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twostream.config import usable_cores
-from twostream.datasets.common import HashCache
-from twostream.datasets.index import build_index
+from twostream.runtime.config import usable_cores
+from twostream.ingest.datasets.common import HashCache
+from twostream.ingest.datasets.index import build_index
 
-KINETICS_VIDEOS, KINETICS_BYTES = 240_000, 450e9  # Kinetics-400 as the README's budget counts it
+KINETICS_VIDEOS, KINETICS_BYTES = 240_000, 450e9  # Kinetics-400 as docs/data.md budgets it
 PER_FOLDER = 1000  # files per folder of the generated tree
 
 

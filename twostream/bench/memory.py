@@ -8,7 +8,7 @@ alone; the child reports it (and its ffmpeg's, ``RUSAGE_CHILDREN``) as JSON on s
 - ``decode_video``: the whole-video API (skipped, with a note, when the frames would take
   over half the machine's memory);
 - ``blocks``: ``VideoReader.blocks()`` at the same size, each block discarded;
-- ``store_video_part``: the frames stage's unit of work, ``twostream.frames.store_video_part``,
+- ``store_video_part``: the frames stage's unit of work, ``twostream.ingest.frames.store_video_part``,
   on a real ``PartJob`` (``PART``: JPEG at quality 95, the frames 6 fps keeps) writing its
   part into a temp folder: decode, encode and write together.
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from twostream.video import BLOCK_FRAMES, VideoReader, decode_video
-from twostream.videowriter import encode_args
+from twostream.ingest.video import BLOCK_FRAMES, VideoReader, decode_video
+from twostream.ingest.videowriter import encode_args
 
 GOAL_MB = 600  # peak RSS a decoding worker may reach, whatever the video's length
 CLIP = {"width": 640, "height": 272, "fps": 30}  # the generated clip: HMDB-like, larger
@@ -142,7 +142,7 @@ def measure_child(kind: str, path: str, width: int, height: int) -> dict[str, An
     if kind not in MEASUREMENTS:
         raise ValueError(f"kind must be one of {', '.join(MEASUREMENTS)}; got {kind!r}")
     if kind == "store_video_part":  # the frames stage's imports (h5py, ...) before the baseline
-        importlib.import_module("twostream.frames")
+        importlib.import_module("twostream.ingest.frames")
     baseline = _peak_mb(resource.RUSAGE_SELF)
     start = time.perf_counter()
     stored: dict[str, Any] = {}
@@ -159,7 +159,7 @@ def measure_child(kind: str, path: str, width: int, height: int) -> dict[str, An
 
 
 def _store_video_part(path: str, width: int, height: int) -> tuple[int, dict[str, Any]]:
-    """Run ``twostream.frames.store_video_part`` on a ``PartJob`` for ``path`` (``PART``'s settings)
+    """Run ``twostream.ingest.frames.store_video_part`` on a ``PartJob`` for ``path`` (``PART``'s settings)
     writing into a temp folder.
 
     The clip's bytes are not hashed for the job's stamp: nothing is reused here, and hashing
@@ -171,8 +171,8 @@ def _store_video_part(path: str, width: int, height: int) -> tuple[int, dict[str
     Raises:
         RuntimeError: if the video did not decode whole (the stage's reason is included).
     """
-    from twostream import frames, parts
-    from twostream.config import FramesConfig
+    from twostream.ingest import frames, parts
+    from twostream.runtime.config import FramesConfig
 
     cfg = FramesConfig(width=width, height=height, workers=1, max_failures=0.0, codec=PART["codec"],
                        quality=PART["quality"])

@@ -46,12 +46,12 @@ import cv2
 import numpy as np
 import yaml
 
-from twostream.config import DemoConfig, usable_cores
-from twostream.demo import video_seeds
-from twostream.demoset import split_tags, video_name
-from twostream.demoset import write_hmdb_splits
-from twostream.pools import ordered_map, pool_context
-from twostream.videowriter import write_video
+from twostream.runtime.config import DemoConfig, usable_cores
+from twostream.ingest.demo import video_seeds
+from twostream.ingest.demoset import split_tags, video_name
+from twostream.ingest.demoset import write_hmdb_splits
+from twostream.runtime.pools import ordered_map, pool_context
+from twostream.ingest.videowriter import write_video
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@
   stores, e.g. those ``bench scale --keep DIR`` leaves in ``DIR/data/shards``) or a small
   demo-sized synthetic set, and the run also compares (as ``--compare-train`` does at any
   size) samples/s through a shuffling ``DataLoader`` with one worker per core with
-  samples/s of training steps of the demo model (ResNet-18 of ``twostream.models``,
+  samples/s of training steps of the demo model (ResNet-18 of ``twostream.learn.models``,
   forward + backward + AdamW) on batches of it held in memory; ``ratio`` there = loader /
   train (goal >= 3). The top-level ``ratio`` is the slowest modality per core / the goal.
 - ``train``: training samples/s of the ``train`` stage's own loop (``engine.train_one_epoch``
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from twostream.config import load_params, section
+from twostream.runtime.config import load_params, section
 
 
 LOADER_SYNTHETIC = {"samples": 512, "size": 64, "classes": 12, "stack": 2, "bound": 20.0}
@@ -87,7 +87,7 @@ def synthetic_flow(rng: np.random.Generator, n: int, h: int, w: int, stack: int)
     """``(n, h, w, 2L) uint8`` quantised flow like TV-L1's: a smooth near-still background (camera
     motion of ~1.5 codes), one smoothly moving actor (~25 codes), rounding noise; ~25% exactly
     ``FLOW_ZERO``, gzip-4 keeps ~36% at 340x256 (the 64 px demo's real flow: 31%, 19%)."""
-    from twostream.transforms import FLOW_ZERO
+    from twostream.learn.transforms import FLOW_ZERO
 
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     out = np.empty((n, h, w, 2 * stack), np.uint8)
@@ -113,7 +113,7 @@ def synthetic_shards(out_dir: Path, seed: int = 0, size: tuple[int, int] | None 
         stack: flow's L; None: ``LOADER_SYNTHETIC["stack"]``.
         modalities: those to write; None: all.
     """
-    from twostream.shards import MODALITIES, ShardWriter
+    from twostream.samples.shards import MODALITIES, ShardWriter
 
     cfg, rng = LOADER_SYNTHETIC, np.random.default_rng(seed)
     n = cfg["samples"] if size is None else LOADER_SIZED_SAMPLES
@@ -269,7 +269,7 @@ def compare_train(dataset: Any, batch: int, seconds: float) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from twostream.models import build_model
+    from twostream.learn.models import build_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     workers = os.cpu_count() or 1
@@ -284,7 +284,7 @@ def compare_train(dataset: Any, batch: int, seconds: float) -> dict[str, Any]:
     train, n_trained = train_rate(model, batches, device, seconds)
     return {"shape": [batch, dataset.in_channels, dataset.crop, dataset.crop], "workers": workers,
             "device": str(device), "torch_threads": torch.get_num_threads(),
-            "model": "twostream.models.build_model('resnet18'), AdamW",
+            "model": "twostream.learn.models.build_model('resnet18'), AdamW",
             "loader_samples_per_s": round(load, 1), "train_samples_per_s": round(train, 1),
             "ratio": round(load / train, 2), "timed_samples": {"loader": n_loaded, "train": n_trained}}
 
@@ -311,7 +311,7 @@ def _loader_sources(args: argparse.Namespace, tmp: Path) -> tuple[list[tuple[str
 
 def _probe(shard_dir: Path, modality: str) -> Any:
     """The train-role ``ShardDataset`` without a transform (reads labels and attributes only)."""
-    from twostream.dataset import ShardDataset
+    from twostream.learn.dataset import ShardDataset
 
     return ShardDataset(shard_dir, modality, "train", True, 1)
 
@@ -332,7 +332,7 @@ def bench_loader(args: argparse.Namespace) -> dict[str, Any]:
     """Per-core samples/s of ShardDataset (train preset) per modality against ``PER_CORE_GOAL``,
     with the split read vs transform; and, without ``--size`` or with ``--compare-train``, the
     DataLoader (a worker per core) vs training steps of the demo model (``compare_train``)."""
-    from twostream.dataset import training_dataset
+    from twostream.learn.dataset import training_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         plan, source = _loader_sources(args, Path(tmp))
@@ -364,12 +364,12 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch  # imported here: the other benchmarks do not need it
 
-    from twostream.config import BaseConfig, ModelConfig, TrainConfig
-    from twostream.dataset import training_dataset
-    from twostream.engine import (
+    from twostream.runtime.config import BaseConfig, ModelConfig, TrainConfig
+    from twostream.learn.dataset import training_dataset
+    from twostream.learn.engine import (
         Dist, RunSpec, build_optimizer, build_scheduler, configure_runtime, train_loader, train_one_epoch,
     )
-    from twostream.models import build_model
+    from twostream.learn.models import build_model
 
     params = load_params(args.params)
     cfg = dataclasses.replace(section(params, "train", TrainConfig), **{

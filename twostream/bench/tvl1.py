@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from twostream.bench.flow import opencv_tvl1_defaults, pool_tvl1
-from twostream.config import DemoConfig, FlowConfig, load_params, section
-from twostream.demo import CLASSES, render_video, video_seeds
-from twostream.flow import tvl1_params
-from twostream.tvl1 import bandwidth_floor, resolve_device, tvl1_batch
+from twostream.runtime.config import DemoConfig, FlowConfig, load_params, section
+from twostream.ingest.demo import CLASSES, render_video, video_seeds
+from twostream.motion.flow import tvl1_params
+from twostream.motion.tvl1 import bandwidth_floor, resolve_device, tvl1_batch
 
 FRAME_STEP = 5  # 30 fps demo video -> 6 fps pairs
 
