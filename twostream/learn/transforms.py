@@ -32,7 +32,7 @@ Randomness comes only from torch's global RNG, which DataLoader seeds per worker
 ``normalize`` and ``hflip`` are the plain tensor forms; a ``Preset`` gives their values bit
 for bit but flips the uint8 window and folds the flow flip's negation into the multiplier,
 so a sample costs one uint8 gather and one float pass (``python -m twostream.bench loader
---size 340x256``: flow of L=5 in 224 px crops, 0.44 ms of CPU per sample against 0.89 ms).
+--size 340x256`` measures it; docs/benchmarks.md).
 """
 
 from __future__ import annotations
