@@ -158,6 +158,20 @@ def test_training_resumes_after_a_kill_and_scores_as_predict_does(trained, tmp_p
     assert scores["test"].classes == CLASSES
 
 
+def test_conv_fusion_over_time_trains_and_scores(trained, tmp_path):
+    """`fuse.time: 3d` through the fuse stage's training and scoring: its 3D convolution's 5-D weights
+    go to the device beside the channels_last 4-D ones, and every test video gets a score."""
+    root, shards = trained
+    cfg = conv_config(layer="layer4", time="3d", snippets=2, epochs=1)
+    result = train_conv_fusion(root / "spatial.pt", root / "temporal.pt", shards, tmp_path / "conv.pt",
+                               tmp_path / "scores", tmp_path / "live", cfg, TRAIN, ViewsConfig(snippets=0, crops=1), 0)
+    checkpoint = load_checkpoint(tmp_path / "conv.pt")
+    assert checkpoint["conv"]["time"] == "3d" and result["trainable_params"] == checkpoint["trainable_params"] > 0
+    test = load_scores(tmp_path / "scores" / "test.npz")
+    assert test.classes == CLASSES and np.isfinite(test.probs).all()
+    np.testing.assert_allclose(test.probs.sum(axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_only_conv_fusion_learns_which_colour_moves(tmp_path):
     """Two squares of one luminance, one moves, the class is which colour: each stream and every

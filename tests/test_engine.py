@@ -16,7 +16,7 @@ from twostream.runtime.config import ModelConfig, TrainConfig
 from twostream.learn.dataset import ShardDataset, fit_flow_scale
 from twostream.learn import engine
 from twostream.learn.engine import Dist, RESUME_ONLY, RunSpec, STOP_ENV, TIMING_KEYS, TrainingInterrupted, WarmupCosine, build_optimizer, build_scheduler, fingerprint, load_checkpoint, model_from_checkpoint, predict, resume, resume_path, save_checkpoint
-from twostream.evaluate.evaluation import train_stream
+from twostream.evaluate.trainscore import train_stream
 from twostream.learn.metrics import load_scores
 from twostream.samples.shards import ShardWriter
 

@@ -23,7 +23,7 @@ import twostream.learn.transforms
 from twostream.runtime.config import ModelConfig, TrainConfig
 from twostream.learn.dataset import ShardDataset
 from twostream.learn.engine import RunSpec
-from twostream.evaluate.evaluation import train_stream
+from twostream.evaluate.trainscore import train_stream
 from twostream.motion.flow import quantize
 from twostream.learn.metrics import load_scores
 from twostream.samples.shards import ShardWriter

@@ -152,7 +152,7 @@ def check_code_edits(repo, decoded: int) -> None:
     to the twostream modules of each group (the modules that the same stages list) re-runs exactly
     those stages. The frames and flow stages among them find every part done (stamps hold versions,
     not source), every data stage writes the same bytes, a retrain on CPU writes the same model, so
-    no stage after them runs: `score` and `fuse` are skipped after a retrain."""
+    no stage after them runs: `score` is skipped after a retrain."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     listed_by: dict[str, set[str]] = {}
     for name, stage in stages.items():

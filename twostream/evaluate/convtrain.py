@@ -29,12 +29,13 @@ from twostream.learn.dataset import ShardDataset, shard_files
 from twostream.learn.engine import (
     VERSION, Schedule, configure_runtime, fingerprint_of, model_file, resume_path, run_epochs, save_checkpoint,
 )
-from twostream.learn.engine import EVAL_ROLES
 from twostream.runtime.jsonio import write_json
 from twostream.learn.metrics import Scores, save_scores
-from twostream.learn.models import build_model, count_parameters
+from twostream.learn.models import build_model, channels_last, count_parameters
 from twostream.learn.pairs import PairedDataset, PairedPreset, PairedViews
-from twostream.learn.scoring import NO_LABEL, Dist, init_distributed, load_checkpoint, model_from_checkpoint, predict
+from twostream.learn.scoring import (
+    EVAL_ROLES, NO_LABEL, Dist, init_distributed, load_checkpoint, model_from_checkpoint, predict,
+)
 from twostream.learn.transforms import Preset
 
 FORMAT = 1  # of the fused network's file
@@ -107,7 +108,7 @@ def fused_from_checkpoint(checkpoint: dict[str, Any], device: torch.device | Non
                           conv["layer"], conv["function"], conv["time"], snippets_of(conv), conv["flow_tower"],
                           conv["freeze"])
     model.load_state_dict(checkpoint["model"])
-    return model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
+    return channels_last(model, device or torch.device("cpu")).eval()
 
 
 def score_fused(model: nn.Module, shard_dir: Path, checkpoint: dict[str, Any], views: ViewsConfig, batch: int,

@@ -12,19 +12,16 @@ rank 0 writes the files.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 
 from twostream.runtime.config import ViewsConfig
-from twostream.learn.engine import EVAL_ROLES, RunSpec, train_model
 from twostream.learn.dataset import ShardDataset, ViewDataset
 from twostream.runtime.jsonio import write_json
 from twostream.learn.metrics import Scores, headline, save_scores, write_metrics
-from twostream.learn.scoring import Dist, eval_transform, init_distributed, model_from_checkpoint, predict
+from twostream.learn.scoring import EVAL_ROLES, Dist, eval_transform, init_distributed, model_from_checkpoint, predict
 
 REPORT_NAME = "report.json"  # in the scores folder: the full evaluation of val and test
 
@@ -86,23 +83,3 @@ def score_model(checkpoint: dict[str, Any], shard_dir: str | os.PathLike, views:
                                                      **results, "missing": missing})
         write_metrics(metrics_path, metrics)
     return metrics
-
-
-def train_stream(spec: RunSpec, shard_dir: str | os.PathLike, model_path: str | os.PathLike,
-                 metrics_path: str | os.PathLike, scores_dir: str | os.PathLike, live_dir: str | os.PathLike,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 views: ViewsConfig = ViewsConfig(0, 1)) -> dict[str, Any]:
-    """``train_model``, then ``score_model`` of its checkpoint: what the stages ``train`` and
-    ``score`` do one after the other (default views: every clip, the centre crop).
-
-    Returns:
-        The metrics written, plus ``seconds`` (all runs of a resumed one) and ``samples_per_s``
-        (median over epochs), which stay out of the file (on every rank).
-    """
-    checkpoint = train_model(spec, shard_dir, model_path, live_dir, on_epoch)
-    begin = time.perf_counter()
-    metrics = score_model(checkpoint, shard_dir, views, metrics_path, scores_dir, spec.train.workers)
-    history = checkpoint["history"]
-    seconds = sum(h["seconds"] for h in history) + time.perf_counter() - begin
-    return {**metrics, "seconds": round(seconds, 1),
-            "samples_per_s": round(float(np.median([h["samples_per_s"] for h in history])), 1)}

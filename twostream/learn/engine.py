@@ -5,7 +5,7 @@ one modality (linear warm-up then cosine LR, per iteration), logs each epoch to 
 checkpoints after each epoch to a resume file beside the model (``resume_path``, no DVC
 output), writes the final model and removes the resume file. ``evaluation.score_model``
 (stage ``score``) writes the softmax scores of ``val`` and ``test`` through the test-time
-views and the stream's metrics (``evaluation.train_stream`` does both). Checkpoints describe themselves and hold
+views and the stream's metrics (``trainscore.train_stream`` does both). Checkpoints describe themselves and hold
 only tensors and plain values (``torch.load(..., weights_only=True)``); a resume file
 whose fingerprint (params, shard bytes, ``VERSION``) matches is resumed. Each epoch
 reseeds torch and the loader from ``(seed, epoch, rank)``, so a resumed run repeats an
@@ -49,9 +49,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from twostream.runtime.config import ModelConfig, TrainConfig, result_params, usable_cores
 from twostream.learn.dataset import SegmentDataset, ShardDataset, shard_files, training_dataset
 from twostream.learn.metrics import evaluate
-from twostream.learn.models import build_model, freeze_partial_bn, partial_bn_mode
+from twostream.learn.models import build_model, channels_last, freeze_partial_bn, partial_bn_mode
 from twostream.learn.scoring import (  # noqa: F401 - re-exported for callers: Dist, load_checkpoint, ...
-    Dist, eval_transform, init_distributed, load_checkpoint, model_from_checkpoint, predict, to_device,
+    EVAL_ROLES, Dist, eval_transform, init_distributed, load_checkpoint, model_from_checkpoint, predict, to_device,
 )
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ STOP_ENV = "TWOSTREAM_STOP_AFTER_EPOCH"  # tests: stop after saving this epoch's
 # sampling, augmentation, model): bump it with a change that alters the weights a run learns, so
 # that a resume file of the old code is not resumed. The model file's bytes follow the weights.
 VERSION = 1
-EVAL_ROLES = ("val", "test")  # the roles scored after training (their shards' bytes enter the fingerprint)
 TIMING_KEYS = ("train_seconds", "seconds", "samples_per_s")  # history entries the model file leaves out
 RESUME_ONLY = ("optimizer", "scheduler", "rng", "fingerprint")  # checkpoint keys only the resume file keeps
 
@@ -464,7 +463,7 @@ def run_epochs(model: nn.Module, train_set: Any, val_set: Any, schedule: Schedul
     steps = len(train_set) // dist.world // (cfg.batch_size // dist.world)
     if steps < 1:
         raise ValueError(f"{len(train_set)} training {unit} make no batch of train.batch_size {cfg.batch_size}")
-    model = prepare_batchnorm(model, cfg, dist).to(dist.device, memory_format=torch.channels_last)
+    model = channels_last(prepare_batchnorm(model, cfg, dist), dist.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps, schedule.epochs)
     start, history = resume(checkpoint_path, print_, model, optimizer, scheduler, dist)

@@ -140,6 +140,17 @@ def partial_bn_mode(model: nn.Module) -> None:
         m.eval()
 
 
+def channels_last(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device`` with its 4-D weights stored channels_last, as ``Module.to(memory_format=
+    torch.channels_last)`` stores them; the 5-D weights of a 3D convolution (conv fusion over time)
+    stay as they are, where ``Module.to`` would refuse them."""
+    model = model.to(device)
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.to(memory_format=torch.channels_last)  # as Module.to strides it, 1x1 too
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -23,8 +23,10 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from twostream.learn.models import build_model
+from twostream.learn.models import build_model, channels_last
 from twostream.learn.transforms import Preset, eval_preset
+
+EVAL_ROLES = ("val", "test")  # the roles scored after training (their shards' bytes enter the fingerprint)
 
 NO_LABEL = -100  # label of a sample without one: cross-entropy's default ignore_index
 
@@ -77,7 +79,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], device: torch.device | Non
     model = build_model(cfg["backbone"], len(checkpoint["classes"]), checkpoint["in_channels"], "none",
                         cfg["hidden"], cfg["dropout"])
     model.load_state_dict(checkpoint["model"])
-    return model.to(device or torch.device("cpu"), memory_format=torch.channels_last).eval()
+    return channels_last(model, device or torch.device("cpu")).eval()
 
 
 def eval_transform(checkpoint: dict[str, Any]) -> Preset:
