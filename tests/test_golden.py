@@ -107,17 +107,23 @@ def frames_outputs() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return exact, {"stored": stored}
 
 
+def compare_images(recorded: dict[str, Any], arrays: dict[str, np.ndarray], exact: dict[str, Any],
+                   now: dict[str, np.ndarray], key: str, what: str, mean_abs: float, max_abs: int) -> list[str]:
+    """The exact values, then the images ``arrays[key]`` within ``mean_abs`` / ``max_abs`` grey levels."""
+    problems = [f"{k}: {exact[k]!r} != recorded {recorded[k]!r}" for k in recorded if exact.get(k) != recorded[k]]
+    old, new = arrays[key].astype(np.int16), now[key].astype(np.int16)
+    if old.shape != new.shape:
+        return [*problems, f"{what} {new.shape} != recorded {old.shape}"]
+    diff = np.abs(old - new)
+    if diff.mean() > mean_abs or diff.max() > max_abs:
+        problems.append(f"{what} differ from the recorded ones by {diff.mean():.3f} grey levels on average, "
+                        f"{diff.max()} at most (tolerance {mean_abs}, {max_abs})")
+    return problems
+
+
 def compare_frames(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
                    exact: dict[str, Any], now: dict[str, np.ndarray]) -> list[str]:
-    problems = [f"{key}: {exact[key]!r} != recorded {recorded[key]!r}" for key in recorded if exact.get(key) != recorded[key]]
-    old, new = arrays["stored"].astype(np.int16), now["stored"].astype(np.int16)
-    if old.shape != new.shape:
-        return [*problems, f"stored frames {new.shape} != recorded {old.shape}"]
-    diff = np.abs(old - new)
-    if diff.mean() > FRAMES_MEAN_ABS or diff.max() > FRAMES_MAX_ABS:
-        problems.append(f"stored frames differ from the recorded ones by {diff.mean():.3f} grey levels on average, "
-                        f"{diff.max()} at most (tolerance {FRAMES_MEAN_ABS}, {FRAMES_MAX_ABS})")
-    return problems
+    return compare_images(recorded, arrays, exact, now, "stored", "stored frames", FRAMES_MEAN_ABS, FRAMES_MAX_ABS)
 
 
 # ---- flow (twostream.motion.flow.VERSION) ---------------------------------------------------------------
@@ -220,15 +226,7 @@ def demo_outputs() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 def compare_demo(recorded: dict[str, Any], arrays: dict[str, np.ndarray],
                  exact: dict[str, Any], now: dict[str, np.ndarray]) -> list[str]:
-    problems = [f"{key}: {exact[key]!r} != recorded {recorded[key]!r}" for key in recorded if exact.get(key) != recorded[key]]
-    old, new = arrays["frames"].astype(np.int16), now["frames"].astype(np.int16)
-    if old.shape != new.shape:
-        return [*problems, f"rendered frames {new.shape} != recorded {old.shape}"]
-    diff = np.abs(old - new)
-    if diff.mean() > DEMO_MEAN_ABS or diff.max() > DEMO_MAX_ABS:
-        problems.append(f"rendered videos differ from the recorded ones by {diff.mean():.3f} grey levels on average, "
-                        f"{diff.max()} at most (tolerance {DEMO_MEAN_ABS}, {DEMO_MAX_ABS})")
-    return problems
+    return compare_images(recorded, arrays, exact, now, "frames", "rendered frames", DEMO_MEAN_ABS, DEMO_MAX_ABS)
 
 
 # ---- the checks and the recorder ---------------------------------------------------------------

@@ -369,7 +369,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     from twostream.learn.engine import (
         Dist, RunSpec, build_optimizer, build_scheduler, configure_runtime, train_loader, train_one_epoch,
     )
-    from twostream.learn.models import build_model
+    from twostream.learn.models import build_model, channels_last
 
     params = load_params(args.params)
     cfg = dataclasses.replace(section(params, "train", TrainConfig), **{
@@ -386,8 +386,8 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
             synthetic_shards(shard_dir)
         data = training_dataset(shard_dir, modality, cfg.crop)
         steps = args.steps or len(data) // cfg.batch_size  # default: one epoch
-        model = build_model(spec.model.backbone, data.num_classes, data.in_channels, "none", spec.model.hidden,
-                            spec.model.dropout).to(dist.device, memory_format=torch.channels_last)
+        model = channels_last(build_model(spec.model.backbone, data.num_classes, data.in_channels, "none",
+                                          spec.model.hidden, spec.model.dropout), dist.device)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, steps, 1000)  # long schedule: lr stays near its peak
         criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
